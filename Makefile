@@ -1,0 +1,67 @@
+# One entry point. On a fresh machine `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup services-up services-down services-status demo test test-unit test-integration \
+        lint typecheck check asyncapi lock bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	@$(VENV)/bin/uv pip sync --quiet --python $(PY) requirements.lock
+	@$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+	@echo "setup: virtualenv ready in $(VENV)"
+
+setup: $(STAMP)
+
+services-up: setup
+	@bash scripts/infra.sh up
+
+services-down:
+	@bash scripts/infra.sh down
+
+services-status:
+	@bash scripts/infra.sh status
+
+# The main job: real Kafka and MongoDB, the workers as processes, a scenario through them.
+demo: services-up
+	@$(PY) -m scripts.demo
+
+lint: setup
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	@$(VENV)/bin/mypy
+
+asyncapi: setup
+	@$(PY) -m shared.asyncapi
+
+check: lint typecheck
+	@$(PY) -m shared.asyncapi --check
+
+test-unit: setup
+	@$(VENV)/bin/pytest tests/unit -q
+
+test-integration: services-up
+	@eval "$$(bash scripts/infra.sh env)" && $(VENV)/bin/pytest tests/integration tests/e2e -q
+
+# Everything CI runs: static checks, then the whole suite on real Kafka and MongoDB.
+test: services-up check
+	@eval "$$(bash scripts/infra.sh env)" && $(VENV)/bin/pytest tests -q
+
+bench: services-up
+	@eval "$$(bash scripts/infra.sh env)" && $(PY) -m bench.run $(BENCH_ARGS)
+
+# Regenerate the hashed lock after changing dependencies in pyproject.toml.
+lock:
+	@$(VENV)/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	    --python-version 3.11 -o requirements.lock --quiet
+
+clean: services-down
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

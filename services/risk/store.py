@@ -1,0 +1,299 @@
+"""The risk service's MongoDB documents.
+
+A batch is handled against a :class:`RiskView`: everything the batch needs is loaded with a
+few ``$in`` queries, decided in memory (so two orders for one debtor in the same batch see
+each other's reservation), and written back with one bulk write per collection. Exposure
+writes are guarded by the value that was read, inside the batch's transaction, so two
+workers can never both reserve the last of a debtor's limit: the loser's transaction aborts
+on the write conflict (or the guard) and the batch is decided again on fresh state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from shared.money import cents, from_cents
+
+from services.risk.domain import Address, Company, DebtorClaim, registry_keys
+from shared.runtime.transient import ConcurrencyConflict
+
+Doc = dict[str, Any]
+
+
+async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
+    await db["companies"].create_index([("keys.registration_number", ASCENDING)], sparse=True)
+    await db["companies"].create_index([("keys.vat_id", ASCENDING)], sparse=True)
+    await db["companies"].create_index([("keys.postal_code", ASCENDING)])
+    # One VIBAN per (merchant, debtor); the IBAN itself is the _id, so never reused.
+    await db["vibans"].create_index(
+        [("merchant_id", ASCENDING), ("company_id", ASCENDING)], unique=True
+    )
+    await db["decisions"].create_index([("order_id", ASCENDING)])
+
+
+def address_to_doc(address: Address) -> Doc:
+    return {
+        "street": address.street,
+        "house_number": address.house_number,
+        "postal_code": address.postal_code,
+        "city": address.city,
+        "country": address.country,
+    }
+
+
+def address_from_doc(doc: Doc) -> Address:
+    return Address(
+        street=doc["street"],
+        house_number=doc["house_number"],
+        postal_code=doc["postal_code"],
+        city=doc["city"],
+        country=doc["country"],
+    )
+
+
+def company_to_doc(company: Company) -> Doc:
+    keys = registry_keys(
+        DebtorClaim(
+            name=company.name,
+            legal_form=company.legal_form,
+            registration_number=company.registration_number,
+            vat_id=company.vat_id,
+            address=company.address,
+        )
+    )
+    return {
+        "_id": company.company_id,
+        "name": company.name,
+        "legal_form": company.legal_form,
+        "registration_number": company.registration_number,
+        "vat_id": company.vat_id,
+        "address": address_to_doc(company.address),
+        "insolvent": company.insolvent,
+        "score": company.score,
+        "financing_limit_cents": cents(company.financing_limit),
+        "keys": {
+            "registration_number": keys.registration_number,
+            "vat_id": keys.vat_id,
+            "postal_code": keys.postal_code,
+        },
+    }
+
+
+def company_from_doc(doc: Doc) -> Company:
+    return Company(
+        company_id=doc["_id"],
+        name=doc["name"],
+        legal_form=doc["legal_form"],
+        registration_number=doc.get("registration_number"),
+        vat_id=doc.get("vat_id"),
+        address=address_from_doc(doc["address"]),
+        insolvent=doc["insolvent"],
+        score=doc.get("score"),
+        financing_limit=from_cents(doc["financing_limit_cents"]),
+    )
+
+
+@dataclass
+class RiskView:
+    """The slice of state one batch reads and writes, with its pending writes."""
+
+    session: AsyncClientSession
+    db: AsyncDatabase[Doc]
+    merchants: dict[str, Doc] = field(default_factory=dict)
+    orders: dict[str, Doc] = field(default_factory=dict)
+    companies: dict[str, Company] = field(default_factory=dict)
+    exposure_read: dict[str, int] = field(default_factory=dict)
+    exposure: dict[str, int] = field(default_factory=dict)
+    vibans: dict[tuple[str, str], str] = field(default_factory=dict)
+    new_vibans: dict[tuple[str, str], str] = field(default_factory=dict)
+    dirty_merchants: set[str] = field(default_factory=set)
+    dirty_orders: set[str] = field(default_factory=set)
+    new_orders: set[str] = field(default_factory=set)
+    dirty_companies: set[str] = field(default_factory=set)
+    audit: list[Doc] = field(default_factory=list)
+
+    # -- loading --------------------------------------------------------------------------
+
+    async def load_merchants(self, merchant_ids: Iterable[str]) -> None:
+        ids = list(set(merchant_ids) - self.merchants.keys())
+        if ids:
+            async for doc in self.db["merchants"].find({"_id": {"$in": ids}}, session=self.session):
+                self.merchants[doc["_id"]] = doc
+
+    async def load_orders(self, order_ids: Iterable[str]) -> None:
+        ids = list(set(order_ids) - self.orders.keys())
+        if ids:
+            async for doc in self.db["orders"].find({"_id": {"$in": ids}}, session=self.session):
+                self.orders[doc["_id"]] = doc
+
+    async def load_candidates(
+        self, registration_numbers: set[str], vat_ids: set[str], postal_codes: set[str]
+    ) -> None:
+        clauses: list[Doc] = []
+        if registration_numbers:
+            clauses.append({"keys.registration_number": {"$in": sorted(registration_numbers)}})
+        if vat_ids:
+            clauses.append({"keys.vat_id": {"$in": sorted(vat_ids)}})
+        if postal_codes:
+            clauses.append({"keys.postal_code": {"$in": sorted(postal_codes)}})
+        if not clauses:
+            return
+        async for doc in self.db["companies"].find({"$or": clauses}, session=self.session):
+            if doc["_id"] not in self.companies:
+                self.companies[doc["_id"]] = company_from_doc(doc)
+
+    async def load_debtor_state(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Exposure of each company and the VIBAN of each (merchant, company) pair."""
+        pairs = set(pairs) - self.vibans.keys()
+        company_ids = list({c for _, c in pairs} - self.exposure.keys())
+        if company_ids:
+            found = {
+                doc["_id"]: doc["exposure_cents"]
+                async for doc in self.db["exposure"].find(
+                    {"_id": {"$in": company_ids}}, session=self.session
+                )
+            }
+            for company_id in company_ids:
+                self.exposure_read[company_id] = found.get(company_id, -1)
+                self.exposure[company_id] = found.get(company_id, 0)
+        if pairs:
+            query = {"$or": [{"merchant_id": m, "company_id": c} for m, c in sorted(pairs)]}
+            async for doc in self.db["vibans"].find(query, session=self.session):
+                self.vibans[(doc["merchant_id"], doc["company_id"])] = doc["_id"]
+
+    # -- reading --------------------------------------------------------------------------
+
+    def candidates(
+        self, registration_number: str | None, vat_id: str | None, postal_code: str | None
+    ) -> tuple[list[Company], list[Company]]:
+        by_id: list[Company] = []
+        by_postal: list[Company] = []
+        for company in self.companies.values():
+            keys = registry_keys(
+                DebtorClaim(
+                    company.name,
+                    company.legal_form,
+                    company.registration_number,
+                    company.vat_id,
+                    company.address,
+                )
+            )
+            if (registration_number and keys.registration_number == registration_number) or (
+                vat_id and keys.vat_id == vat_id
+            ):
+                by_id.append(company)
+            elif postal_code and keys.postal_code == postal_code:
+                by_postal.append(company)
+        return by_id, by_postal
+
+    def exposure_of(self, company_id: str) -> Decimal:
+        return from_cents(self.exposure.get(company_id, 0))
+
+    # -- changing -------------------------------------------------------------------------
+
+    def put_merchant(self, doc: Doc) -> None:
+        self.merchants[doc["_id"]] = doc
+        self.dirty_merchants.add(doc["_id"])
+
+    def put_company(self, company: Company) -> None:
+        self.companies[company.company_id] = company
+        self.dirty_companies.add(company.company_id)
+
+    def add_order(self, doc: Doc) -> None:
+        self.orders[doc["_id"]] = doc
+        self.new_orders.add(doc["_id"])
+
+    def update_order(self, order_id: str, **changes: Any) -> None:
+        self.orders[order_id].update(changes)
+        self.dirty_orders.add(order_id)
+
+    def reserve(self, company_id: str, amount: Decimal) -> None:
+        self.exposure[company_id] = self.exposure.get(company_id, 0) + cents(amount)
+
+    def release(self, company_id: str, amount: Decimal) -> None:
+        self.exposure[company_id] = max(0, self.exposure.get(company_id, 0) - cents(amount))
+
+    def add_viban(self, merchant_id: str, company_id: str, iban: str) -> None:
+        self.vibans[(merchant_id, company_id)] = iban
+        self.new_vibans[(merchant_id, company_id)] = iban
+
+    async def allocate_viban_sequences(self, count: int) -> range:
+        counter = await self.db["counters"].find_one_and_update(
+            {"_id": "viban"},
+            {"$inc": {"next": count}},
+            upsert=True,
+            return_document=True,
+            session=self.session,
+        )
+        assert counter is not None
+        end: int = counter["next"]
+        return range(end - count, end)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        s = self.session
+        if self.dirty_merchants:
+            await self.db["merchants"].bulk_write(
+                [
+                    ReplaceOne({"_id": m}, self.merchants[m], upsert=True)
+                    for m in self.dirty_merchants
+                ],
+                ordered=False,
+                session=s,
+            )
+        if self.dirty_companies:
+            await self.db["companies"].bulk_write(
+                [
+                    ReplaceOne({"_id": c}, company_to_doc(self.companies[c]), upsert=True)
+                    for c in self.dirty_companies
+                ],
+                ordered=False,
+                session=s,
+            )
+        order_ops: list[Any] = [InsertOne(self.orders[o]) for o in self.new_orders]
+        order_ops += [
+            ReplaceOne({"_id": o}, self.orders[o]) for o in self.dirty_orders - self.new_orders
+        ]
+        if order_ops:
+            await self.db["orders"].bulk_write(order_ops, ordered=False, session=s)
+        if self.audit:
+            await self.db["decisions"].insert_many(self.audit, ordered=False, session=s)
+        if self.new_vibans:
+            await self.db["vibans"].insert_many(
+                [
+                    {"_id": iban, "merchant_id": m, "company_id": c}
+                    for (m, c), iban in self.new_vibans.items()
+                ],
+                ordered=False,
+                session=s,
+            )
+        await self._flush_exposure()
+
+    async def _flush_exposure(self) -> None:
+        ops: list[Any] = []
+        for company_id, value in self.exposure.items():
+            read = self.exposure_read.get(company_id, -1)
+            if value == max(read, 0):
+                continue
+            if read < 0:
+                ops.append(InsertOne({"_id": company_id, "exposure_cents": value}))
+            else:
+                ops.append(
+                    UpdateOne(
+                        {"_id": company_id, "exposure_cents": read},
+                        {"$set": {"exposure_cents": value}},
+                    )
+                )
+        if not ops:
+            return
+        result = await self.db["exposure"].bulk_write(ops, ordered=False, session=self.session)
+        updates = sum(1 for op in ops if isinstance(op, UpdateOne))
+        if result.matched_count != updates:
+            raise ConcurrencyConflict("debtor exposure changed since it was read")

@@ -1,0 +1,129 @@
+"""CloudEvents 1.0 in structured JSON mode: every Kafka record value is one envelope."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.events import EVENT_TYPES_BY_TOPIC, EventData
+
+DataT = TypeVar("DataT", bound=EventData)
+ErrorKind = Literal["json", "envelope", "unknown_type", "schema"]
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    # Extension attributes are allowed by CloudEvents; they pass through untouched.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: AwareDatetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: DataT
+
+
+class _Envelope(BaseModel):
+    """The envelope with ``data`` still raw, to choose the data model by ``type``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    time: AwareDatetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any]
+
+
+class ContractError(Exception):
+    """A record that does not satisfy the contract; ``message`` names the field."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind: ErrorKind = kind
+        self.message = message
+
+
+def _reject_float(text: str) -> Any:
+    raise ValueError(f"JSON number {text} is not allowed: amounts are strings like \"1.00\"")
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(p) for p in (prefix, *error["loc"]) if p != "")
+        parts.append(f"{location or '(root)'}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse_event(topic: str, value: bytes) -> CloudEvent[EventData]:
+    """Validate one record value against the contract of ``topic``."""
+    try:
+        # A float anywhere is refused: no field of the contract is a fractional JSON number.
+        raw = json.loads(value, parse_float=_reject_float)
+    except ValueError as exc:
+        raise ContractError("json", f"not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ContractError("json", "the record value must be a JSON object")
+    try:
+        envelope = _Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError("envelope", _describe(exc)) from exc
+    allowed = EVENT_TYPES_BY_TOPIC.get(topic)
+    if allowed is None:
+        raise ContractError("unknown_type", f"topic {topic!r} is not part of the contract")
+    model = allowed.get(envelope.type)
+    if model is None:
+        raise ContractError(
+            "unknown_type",
+            f"type: {envelope.type!r} is not accepted on {topic} (expected one of "
+            f"{', '.join(sorted(allowed))})",
+        )
+    try:
+        data = model.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise ContractError("schema", _describe(exc, "data")) from exc
+    fields = envelope.model_dump(exclude={"data"})
+    return CloudEvent[EventData].model_construct(**fields, data=data)
+
+
+def new_event(
+    data: EventData,
+    *,
+    id: str,  # noqa: A002 - the CloudEvents attribute name
+    source: str,
+    time: datetime,
+    subject: str | None = None,
+) -> CloudEvent[EventData]:
+    return CloudEvent[EventData].model_construct(
+        specversion="1.0",
+        id=id,
+        source=source,
+        type=data.EVENT_TYPE,
+        time=time,
+        subject=subject if subject is not None else data.key(),
+        datacontenttype="application/json",
+        data=data,
+    )
+
+
+def event_to_dict(event: CloudEvent[EventData]) -> dict[str, Any]:
+    body = event.model_dump(mode="json", by_alias=True, exclude={"data"}, exclude_none=True)
+    body["data"] = event.data.model_dump(mode="json", by_alias=True)
+    return body
+
+
+def event_to_bytes(event: CloudEvent[EventData]) -> bytes:
+    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def event_key(event: CloudEvent[EventData]) -> bytes:
+    return event.data.key().encode()

@@ -1,0 +1,250 @@
+"""The FastStream app factory every service uses: one batch subscriber over the service's
+input topics, at-least-once, plus /metrics, /healthz and /readyz on the service's HTTP port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import CommitFailedError, KafkaError
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
+from prometheus_client import make_asgi_app
+from pymongo import AsyncMongoClient
+
+from shared.runtime.engine import DeadLetter, Engine, Outbound, RawRecord, Service
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.metrics import WorkerMetrics
+from shared.runtime.settings import WorkerSettings
+from shared.topics import dlq_topic
+
+log = get_logger("worker")
+
+
+class KafkaOutput:
+    """Publishes outputs through FastStream (so its metrics count them) and dead letters
+    through a plain producer (so the original bytes and headers go out untouched)."""
+
+    def __init__(self, broker: KafkaBroker, topic_prefix: str) -> None:
+        self.broker = broker
+        self.topic_prefix = topic_prefix
+        self.raw_producer: AIOKafkaProducer | None = None
+
+    async def publish(self, messages: Sequence[Outbound]) -> None:
+        pending = [
+            await self.broker.publish(
+                m.value,
+                topic=self.topic_prefix + m.topic,
+                key=m.key,
+                headers={"content-type": "application/cloudevents+json", "ce_type": m.event_type},
+                no_confirm=True,
+            )
+            for m in messages
+        ]
+        await asyncio.gather(*pending)
+
+    async def dead_letter(self, letters: Sequence[DeadLetter], consumer_group: str) -> None:
+        assert self.raw_producer is not None, "started in the lifespan"
+        pending = []
+        for letter in letters:
+            record = letter.record
+            headers = [
+                *record.headers,
+                ("dlq-error-kind", letter.kind.encode()),
+                ("dlq-error", letter.error.encode()),
+                ("dlq-source-topic", record.topic.encode()),
+                ("dlq-source-partition", str(record.partition).encode()),
+                ("dlq-source-offset", str(record.offset).encode()),
+                ("dlq-consumer-group", consumer_group.encode()),
+            ]
+            pending.append(
+                await self.raw_producer.send(
+                    dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
+                )
+            )
+        await asyncio.gather(*pending)
+
+
+async def _keep_raw(message: StreamMessage[Any]) -> Any:
+    # The engine validates against the contract itself, so that a bad record is dead-lettered
+    # with its field named instead of failing inside the framework's JSON decoding.
+    return None
+
+
+@dataclass
+class Worker:
+    """A service wired to Kafka, MongoDB and Prometheus. ``app`` runs it as a process;
+    ``start``/``stop`` run it inside a test's event loop."""
+
+    service: Service
+    settings: WorkerSettings
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            s.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000
+        )
+        self.db = self.mongo[s.mongodb_database]
+        self.broker = KafkaBroker(
+            s.kafka_bootstrap_servers,
+            client_id=f"{self.service.name}-worker",
+            enable_idempotence=True,
+            middlewares=[
+                KafkaPrometheusMiddleware(
+                    registry=self.metrics.registry, app_name=self.service.name
+                )
+            ],
+            logger=None,
+        )
+        self.output = KafkaOutput(self.broker, s.topic_prefix)
+        self.engine = Engine(
+            self.service,
+            self.db,
+            self.output,
+            self.metrics,
+            topic_prefix=s.topic_prefix,
+            inbox_ttl=timedelta(days=s.inbox_ttl_days),
+            park_ttl=timedelta(seconds=s.park_ttl_seconds),
+        )
+        self.group_id = s.topic_prefix + self.service.name
+        self.subscriber = self.broker.subscriber(
+            *(s.topic_prefix + t for t in self.service.input_topics),
+            batch=True,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            max_records=s.batch_max_records,
+            batch_timeout_ms=s.batch_timeout_ms,
+            auto_offset_reset=s.auto_offset_reset,  # type: ignore[arg-type]
+            decoder=_keep_raw,
+            title=f"{self.service.name}-inputs",
+        )
+        self.subscriber(self._on_batch)
+        self._lag_task: asyncio.Task[None] | None = None
+
+    async def _on_batch(self, message: KafkaMessage) -> None:
+        raw = message.raw_message
+        consumer_records = raw if isinstance(raw, tuple | list) else (raw,)
+        records = [
+            RawRecord(
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+                key=r.key,
+                value=r.value,
+                headers=tuple(r.headers),
+            )
+            for r in consumer_records
+        ]
+        await self.engine.run_batch(records)
+        try:
+            await message.ack()
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another worker mid-batch; it will see these records
+            # again and the inbox turns them into replays. Nothing is lost.
+            log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open_resources(self) -> None:
+        configure_logging(self.settings.log_level)
+        await self.engine.setup()
+        self.output.raw_producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            client_id=f"{self.service.name}-dlq",
+        )
+        await self.output.raw_producer.start()
+        self._lag_task = asyncio.create_task(self._export_lag())
+        log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
+
+    async def close_resources(self) -> None:
+        self.engine.stopping = True
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        if self.output.raw_producer is not None:
+            await self.output.raw_producer.stop()
+        await self.mongo.close()
+
+    async def start(self) -> None:
+        await self.open_resources()
+        await self.broker.start()
+
+    async def stop(self) -> None:
+        self.engine.stopping = True
+        await self.broker.stop()
+        await self.close_resources()
+
+    async def _export_lag(self) -> None:
+        gauge = self.metrics.consumer_lag
+        while True:
+            await asyncio.sleep(self.settings.lag_refresh_seconds)
+            consumer = self.subscriber.consumer
+            if consumer is None:
+                continue
+            try:
+                lags = {}
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    position = await asyncio.wait_for(consumer.position(tp), timeout=1.0)
+                    topic = self.engine.logical_topic(tp.topic)
+                    lags[(topic, str(tp.partition))] = max(0, highwater - position)
+                gauge.clear()
+                for (topic, partition), lag in lags.items():
+                    gauge.labels(self.service.name, topic, partition).set(lag)
+            except Exception as exc:  # lag is advisory: never let it take the worker down
+                log.debug("lag_export_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2.0)
+        except Exception:
+            return False
+        return await self.broker.ping(timeout=2.0)
+
+    # -- the process ----------------------------------------------------------------------
+
+    def asgi_app(self) -> AsgiFastStream:
+        worker = self
+
+        @get(include_in_schema=False)
+        async def healthz(scope: Any) -> AsgiResponse:
+            return AsgiResponse(b"ok", 200)
+
+        @get(include_in_schema=False)
+        async def readyz(scope: Any) -> AsgiResponse:
+            if await worker.ready():
+                return AsgiResponse(b"ready", 200)
+            return AsgiResponse(b"kafka or mongodb unreachable", 503)
+
+        @contextlib.asynccontextmanager
+        async def lifespan() -> AsyncIterator[None]:
+            await worker.open_resources()
+            try:
+                yield
+            finally:
+                await worker.close_resources()
+
+        return AsgiFastStream(
+            self.broker,
+            asgi_routes=[
+                ("/metrics", make_asgi_app(self.metrics.registry)),
+                ("/healthz", healthz),
+                ("/readyz", readyz),
+            ],
+            lifespan=lifespan,
+            title=f"paylater {self.service.name}",
+        )

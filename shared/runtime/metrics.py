@@ -1,0 +1,60 @@
+"""Worker metrics shared by all services. One registry per process, labels from closed sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.events = Counter(
+            "worker_events_total",
+            "Input events by what the worker did with them.",
+            ["service", "topic", "outcome"],  # processed|duplicate|dead_lettered|parked
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "worker_dead_letters_total",
+            "Records sent to a dead-letter topic, by error kind.",
+            ["service", "topic", "kind"],  # json|envelope|unknown_type|schema|processing
+            registry=r,
+        )
+        self.transient_errors = Counter(
+            "worker_transient_errors_total",
+            "Transient infrastructure failures that were retried (never skipped).",
+            ["service", "stage"],  # store|publish|commit
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "worker_batch_size_records",
+            "Records per consumed batch.",
+            ["service"],
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "worker_batch_duration_seconds",
+            "Time from receiving a batch to committing its offsets.",
+            ["service"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.parked = Gauge(
+            "worker_parked_events",
+            "Events waiting for something they refer to (as of the last tick).",
+            ["service"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "worker_consumer_lag_messages",
+            "Records in the partition not yet consumed by this worker (high watermark minus "
+            "position).",
+            ["service", "topic", "partition"],
+            registry=r,
+        )

@@ -1,0 +1,19 @@
+"""Runs a worker as a process: the ASGI app (FastStream broker + HTTP routes) under uvicorn,
+which turns SIGTERM into a graceful stop: the batch in hand finishes, offsets are committed."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from shared.runtime.app import Worker
+
+
+def run_worker(worker: Worker) -> None:
+    uvicorn.run(
+        worker.asgi_app(),
+        host=worker.settings.http_host,
+        port=worker.settings.http_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )

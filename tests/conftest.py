@@ -1,0 +1,80 @@
+"""Fixtures for tests that need real Kafka and MongoDB.
+
+The infrastructure is found or started once per run (see tests/infra.py for the order:
+explicit addresses, then testcontainers, then the local services script). Every test gets its
+own topic prefix and database, so tests share the broker without sharing data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.runtime.app import Worker
+from tests.harness import Bus
+from tests.infra import Infra, ensure_infra
+
+
+@pytest.fixture(scope="session")
+def infra() -> Infra:
+    return ensure_infra()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def bus(infra: Infra, namespace: str) -> AsyncIterator[Bus]:
+    bus = Bus(infra.kafka_bootstrap, f"{namespace}.")
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+@pytest.fixture
+async def mongo(infra: Infra) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_uri, tz_aware=True)
+    yield client
+    await client.close()
+
+
+WorkerFactory = Callable[..., Worker]
+
+
+@pytest.fixture
+async def run_worker(
+    infra: Infra, namespace: str, mongo: AsyncMongoClient[dict[str, Any]]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Starts a service's worker in this event loop: ``await run_worker(build_worker, Settings)``.
+    Stopped, and its database dropped, when the test ends."""
+    started: list[Worker] = []
+
+    async def start(
+        build: Callable[[Any], Worker], settings_class: type[Any], **overrides: Any
+    ) -> Worker:
+        settings = settings_class(
+            kafka_bootstrap_servers=infra.kafka_bootstrap,
+            mongodb_uri=infra.mongodb_uri,
+            topic_prefix=f"{namespace}.",
+            mongodb_database=f"{namespace}_{settings_class.__name__.lower()}",
+            batch_timeout_ms=10,
+            lag_refresh_seconds=0.5,
+            **overrides,
+        )
+        worker = build(settings)
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    databases = {w.settings.mongodb_database for w in started}
+    for worker in started:
+        await worker.stop()
+    for name in databases:
+        await mongo.drop_database(name)

@@ -1,0 +1,411 @@
+"""Risk rules as pure functions: no I/O, no clock. The handler maps wire models onto these
+types, loads candidates from the registry with :func:`registry_keys`, and stores the result.
+
+Rule order (first failing rule decides, every evaluated rule is recorded as a ``RuleHit``):
+identification -> id match consistency -> score present -> policy (insolvent, score, first
+order billing address) -> debtor limit -> manual review band.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from rapidfuzz import fuzz
+from schwifty import IBAN
+from stdnum.eu import vat as eu_vat
+
+from services.risk.ruleset import Ruleset
+
+DecisionState = Literal["created", "declined", "waiting"]
+RuleOutcome = Literal["pass", "fail", "skip", "review"]
+IdentificationMethod = Literal["registration_number", "vat_id", "name_and_postal_code"]
+
+VIBAN_BANK_CODE = "10011001"
+_LEGAL_FORMS = (
+    "gmbh & co. kg",
+    "gmbh & co kg",
+    "ggmbh",
+    "gmbh",
+    "mbh",
+    "ag",
+    "ug (haftungsbeschrankt)",
+    "ug",
+    "kgaa",
+    "kg",
+    "ohg",
+    "gbr",
+    "e.k.",
+    "ek",
+    "e.v.",
+    "se",
+    "ltd.",
+    "ltd",
+    "bv",
+    "b.v.",
+    "sarl",
+    "sas",
+    "srl",
+    "inc.",
+    "inc",
+)
+_TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+@dataclass(frozen=True)
+class Address:
+    street: str
+    house_number: str
+    postal_code: str
+    city: str
+    country: str
+
+
+@dataclass(frozen=True)
+class DebtorClaim:
+    """What the order says about the buyer."""
+
+    name: str
+    legal_form: str
+    registration_number: str | None
+    vat_id: str | None
+    address: Address
+
+
+@dataclass(frozen=True)
+class Company:
+    """The credit bureau's record of a company."""
+
+    company_id: str
+    name: str
+    legal_form: str
+    registration_number: str | None
+    vat_id: str | None
+    address: Address
+    insolvent: bool
+    score: int | None
+    financing_limit: Decimal
+
+
+@dataclass(frozen=True)
+class MerchantPolicy:
+    merchant_id: str
+    manual_review: bool
+
+
+@dataclass(frozen=True)
+class OrderToDecide:
+    order_id: str
+    merchant_id: str
+    gross: Decimal
+    debtor: DebtorClaim
+    billing_address: Address | None
+    delivery_address: Address | None
+
+
+@dataclass(frozen=True)
+class RegistryKeys:
+    """Normalised keys to look a claim up in the registry."""
+
+    registration_number: str | None
+    vat_id: str | None
+    postal_code: str | None
+
+
+@dataclass(frozen=True)
+class Identification:
+    company: Company | None
+    method: IdentificationMethod | None
+    name_matches: bool = True
+    address_matches: bool = True
+    name_score: float = 0.0
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule: str
+    outcome: RuleOutcome
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: DecisionState
+    decline_reason: str | None
+    company_id: str | None
+    reserve: Decimal
+    rule_hits: tuple[RuleHit, ...]
+    ruleset_version: str
+
+
+@dataclass(frozen=True)
+class ReviewResolution:
+    state: DecisionState | None
+    decline_reason: str | None
+    release: bool
+    refusal: str | None = None
+
+
+# -- normalisation ---------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    text = text.casefold().translate(_TRANSLITERATION)
+    text = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+def normalize_registration_number(value: str) -> str:
+    """``"HRB 12345 B"``, ``"hrb-12345b"`` -> ``"HRB12345B"``."""
+    return re.sub(r"[^0-9A-Z]", "", _fold(value).upper())
+
+
+def normalize_vat_id(value: str) -> str | None:
+    """The compact form of a valid EU VAT id, else None (an invalid id identifies nothing)."""
+    try:
+        compact: str = eu_vat.compact(value)
+        return compact if eu_vat.is_valid(compact) else None
+    except Exception:  # stdnum raises several ValidationError subclasses
+        return None
+
+
+def normalize_name(value: str) -> str:
+    text = _fold(value)
+    for form in _LEGAL_FORMS:
+        text = re.sub(rf"(?<![a-z0-9]){re.escape(form)}(?![a-z0-9])", " ", text)
+    text = re.sub(r"[^a-z0-9]+", " ", text)
+    return " ".join(text.split())
+
+
+def normalize_postal_code(value: str) -> str:
+    return re.sub(r"\s+", "", value).upper()
+
+
+def normalize_street(value: str) -> str:
+    text = _fold(value)
+    text = re.sub(r"(strasse|str\.|str\b)", "str", text)
+    return re.sub(r"[^a-z0-9]+", "", text)
+
+
+def normalize_house_number(value: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", _fold(value))
+
+
+def registry_keys(claim: DebtorClaim) -> RegistryKeys:
+    registration = (
+        normalize_registration_number(claim.registration_number)
+        if claim.registration_number
+        else None
+    )
+    return RegistryKeys(
+        registration_number=registration or None,
+        vat_id=normalize_vat_id(claim.vat_id) if claim.vat_id else None,
+        postal_code=normalize_postal_code(claim.address.postal_code) or None,
+    )
+
+
+# -- matching --------------------------------------------------------------------------------
+
+
+def name_similarity(a: str, b: str) -> float:
+    return float(fuzz.token_sort_ratio(normalize_name(a), normalize_name(b)))
+
+
+def addresses_match(a: Address, b: Address, ruleset: Ruleset) -> bool:
+    return (
+        normalize_postal_code(a.postal_code) == normalize_postal_code(b.postal_code)
+        and a.country.upper() == b.country.upper()
+        and normalize_house_number(a.house_number) == normalize_house_number(b.house_number)
+        and fuzz.ratio(normalize_street(a.street), normalize_street(b.street))
+        >= ruleset.address_match_threshold
+        and fuzz.ratio(_fold(a.city).strip(), _fold(b.city).strip())
+        >= ruleset.address_match_threshold
+    )
+
+
+def identify(
+    claim: DebtorClaim,
+    by_id: Sequence[Company],
+    by_postal_code: Sequence[Company],
+    ruleset: Ruleset,
+) -> Identification:
+    """By registration number, then VAT id, then fuzzy name within the postal code."""
+    keys = registry_keys(claim)
+    for method in ("registration_number", "vat_id"):
+        wanted = keys.registration_number if method == "registration_number" else keys.vat_id
+        if not wanted:
+            continue
+        matches = sorted(
+            (c for c in by_id if _company_key(c, method) == wanted), key=lambda c: c.company_id
+        )
+        if matches:
+            company = matches[0]
+            score = name_similarity(claim.name, company.name)
+            return Identification(
+                company=company,
+                method=method,  # type: ignore[arg-type]
+                name_matches=score >= ruleset.name_match_threshold,
+                address_matches=addresses_match(claim.address, company.address, ruleset),
+                name_score=score,
+            )
+    if keys.postal_code:
+        scored = [
+            (name_similarity(claim.name, c.name), c)
+            for c in by_postal_code
+            if normalize_postal_code(c.address.postal_code) == keys.postal_code
+        ]
+        eligible = [(s, c) for s, c in scored if s >= ruleset.name_match_threshold]
+        if eligible:
+            # Highest score wins; ties go to the smallest company id, so it is deterministic.
+            score, company = min(eligible, key=lambda sc: (-sc[0], sc[1].company_id))
+            return Identification(company, "name_and_postal_code", name_score=score)
+    return Identification(company=None, method=None)
+
+
+def _company_key(company: Company, method: str) -> str | None:
+    if method == "registration_number":
+        return (
+            normalize_registration_number(company.registration_number)
+            if company.registration_number
+            else None
+        )
+    return normalize_vat_id(company.vat_id) if company.vat_id else None
+
+
+# -- deciding --------------------------------------------------------------------------------
+
+
+def decide(
+    order: OrderToDecide,
+    merchant: MerchantPolicy,
+    identification: Identification,
+    exposure: Decimal,
+    has_prior_order_with_merchant: bool,
+    ruleset: Ruleset,
+) -> Decision:
+    hits: list[RuleHit] = []
+
+    def declined(reason: str, company_id: str | None) -> Decision:
+        return Decision("declined", reason, company_id, Decimal("0.00"), tuple(hits), ruleset.version)
+
+    company = identification.company
+    if company is None:
+        hits.append(RuleHit("identification", "fail", "no registry match by id or by name"))
+        return declined("debtor_not_identified", None)
+    hits.append(
+        RuleHit("identification", "pass", f"by {identification.method} as {company.company_id}")
+    )
+
+    if identification.method != "name_and_postal_code":
+        if not identification.name_matches or not identification.address_matches:
+            what = [
+                part
+                for part, ok in (
+                    ("name", identification.name_matches),
+                    ("address", identification.address_matches),
+                )
+                if not ok
+            ]
+            hits.append(
+                RuleHit("debtor_consistency", "fail", f"{' and '.join(what)} differ from registry")
+            )
+            return declined("debtor_address", company.company_id)
+        hits.append(RuleHit("debtor_consistency", "pass", "name and address match registry"))
+    else:
+        hits.append(RuleHit("debtor_consistency", "skip", "identified by name and postal code"))
+
+    if company.score is None:
+        hits.append(RuleHit("scoring", "fail", "credit bureau returned no score"))
+        return declined("risk_scoring_failed", company.company_id)
+    hits.append(RuleHit("scoring", "pass", f"score {company.score}"))
+
+    if company.insolvent:
+        hits.append(RuleHit("insolvency", "fail", "company is insolvent"))
+        return declined("risk_policy", company.company_id)
+    hits.append(RuleHit("insolvency", "pass", "not insolvent"))
+
+    if company.score < ruleset.policy_score_threshold:
+        hits.append(
+            RuleHit("score_threshold", "fail", f"score {company.score} < {ruleset.policy_score_threshold}")
+        )
+        return declined("risk_policy", company.company_id)
+    hits.append(
+        RuleHit("score_threshold", "pass", f"score {company.score} >= {ruleset.policy_score_threshold}")
+    )
+
+    if has_prior_order_with_merchant:
+        hits.append(RuleHit("first_order_billing_address", "skip", "debtor known to merchant"))
+    elif order.billing_address is not None and not addresses_match(
+        order.billing_address, company.address, ruleset
+    ):
+        hits.append(
+            RuleHit(
+                "first_order_billing_address",
+                "fail",
+                "first order for this debtor with a billing address other than the registered one",
+            )
+        )
+        return declined("risk_policy", company.company_id)
+    else:
+        hits.append(RuleHit("first_order_billing_address", "pass", "billing address as registered"))
+
+    if exposure + order.gross > company.financing_limit:
+        hits.append(
+            RuleHit(
+                "debtor_limit",
+                "fail",
+                f"exposure {exposure} + order {order.gross} > limit {company.financing_limit}",
+            )
+        )
+        return declined("debtor_limit_exceeded", company.company_id)
+    hits.append(
+        RuleHit(
+            "debtor_limit",
+            "pass",
+            f"exposure {exposure} + order {order.gross} <= limit {company.financing_limit}",
+        )
+    )
+
+    low, high = ruleset.manual_review_band
+    if merchant.manual_review and low <= company.score <= high:
+        hits.append(RuleHit("manual_review", "review", f"score {company.score} in {low}-{high}"))
+        return Decision(
+            "waiting", None, company.company_id, order.gross, tuple(hits), ruleset.version
+        )
+    hits.append(
+        RuleHit(
+            "manual_review",
+            "skip" if not merchant.manual_review else "pass",
+            "merchant has no manual review" if not merchant.manual_review else "score above band",
+        )
+    )
+    return Decision("created", None, company.company_id, order.gross, tuple(hits), ruleset.version)
+
+
+def resolve_review(
+    current_state: str, outcome: Literal["approve", "decline"], decline_reason: str | None
+) -> ReviewResolution:
+    if current_state != "waiting":
+        return ReviewResolution(
+            None, None, release=False, refusal=f"order is {current_state}, not waiting for review"
+        )
+    if outcome == "approve":
+        return ReviewResolution("created", None, release=False)
+    return ReviewResolution("declined", decline_reason or "risk_policy", release=True)
+
+
+# -- VIBAN -----------------------------------------------------------------------------------
+
+
+def viban_from_sequence(
+    sequence: int, *, country: str = "DE", bank_code: str = VIBAN_BANK_CODE
+) -> str:
+    """A valid IBAN whose account number is the sequence number: injective by construction,
+    so no two (merchant, debtor) pairs ever share one."""
+    if not 0 <= sequence < 10**10:
+        raise ValueError("VIBAN sequence out of range")
+    return str(IBAN.generate(country, bank_code=bank_code, account_code=f"{sequence:010d}"))

@@ -43,15 +43,18 @@ class Bus:
         data: EventData,
         *,
         event_id: str | None = None,
-        time: datetime = T0,
+        time: datetime | None = None,
         source: str = "/tests",
         wait: bool = True,
     ) -> str:
-        event = new_event(data, id=event_id or str(uuid.uuid4()), source=source, time=time)
+        when = time or datetime.now(UTC)
+        event = new_event(data, id=event_id or str(uuid.uuid4()), source=source, time=when)
         await self.send_raw(data.TOPIC, event_to_bytes(event), key=event_key(event), wait=wait)
         return event.id
 
-    async def send_many(self, items: Sequence[EventData], *, time: datetime = T0) -> list[str]:
+    async def send_many(
+        self, items: Sequence[EventData], *, time: datetime | None = None
+    ) -> list[str]:
         ids = [await self.send(d, time=time, wait=False) for d in items]
         assert self.producer is not None
         await self.producer.flush()
@@ -130,7 +133,8 @@ class Bus:
         timeout: float = 30.0,
         settle: float = 0.0,
     ) -> list[CloudEvent[EventData]]:
-        """The contract events on ``topic`` that satisfy ``where``, waiting for ``count``."""
+        """The contract events on ``topic`` that satisfy ``where``; fails when ``count`` of
+        them have not arrived within ``timeout``."""
 
         def parsed(records: list[ConsumerRecord[bytes, bytes]]) -> list[CloudEvent[EventData]]:
             return [e for e in (parse_event(topic, r.value) for r in records) if where(e)]
@@ -138,7 +142,13 @@ class Bus:
         def enough(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
             return count is None or len(parsed(records)) >= count
 
-        return parsed(await self.records(topic, until=enough, timeout=timeout, settle=settle))
+        found = parsed(await self.records(topic, until=enough, timeout=timeout, settle=settle))
+        if count is not None and len(found) < count:
+            raise AssertionError(
+                f"expected {count} events on {topic} within {timeout}s, got {len(found)}: "
+                f"{[e.data for e in found][:10]}"
+            )
+        return found
 
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -246,5 +246,4 @@ class Worker:
                 ("/readyz", readyz),
             ],
             lifespan=lifespan,
-            title=f"paylater {self.service.name}",
         )

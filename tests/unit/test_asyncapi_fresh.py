@@ -1,0 +1,26 @@
+"""The committed AsyncAPI document is what the contract models generate today."""
+
+from __future__ import annotations
+
+import json
+
+from shared import asyncapi, topics
+
+
+def test_committed_document_is_fresh() -> None:
+    assert asyncapi.DOCUMENT.read_text() == asyncapi.render(asyncapi.generate()), (
+        "docs/asyncapi.json is stale: run 'make asyncapi' and commit it"
+    )
+
+
+def test_every_public_topic_is_described_with_its_envelope() -> None:
+    document = json.loads(asyncapi.DOCUMENT.read_text())
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == set(topics.INPUT_TOPICS) | set(topics.OUTPUT_TOPICS)
+    schemas = document["components"]["schemas"]
+    assert schemas["CloudEvent[OrderRequested]"]["properties"]["data"]["$ref"].endswith(
+        "/OrderRequested"
+    )
+    money = schemas["Amount"]["properties"]["gross"]
+    assert money["type"] == "string" and money["pattern"] == r"^\d+\.\d{2}$"
+    assert "from" in schemas["OrderStateChanged"]["properties"]

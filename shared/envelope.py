@@ -53,7 +53,7 @@ class ContractError(Exception):
 
 
 def _reject_float(text: str) -> Any:
-    raise ValueError(f"JSON number {text} is not allowed: amounts are strings like \"1.00\"")
+    raise ValueError(f'JSON number {text} is not allowed: amounts are strings like "1.00"')
 
 
 def _describe(exc: ValidationError, prefix: str = "") -> str:
@@ -98,7 +98,7 @@ def parse_event(topic: str, value: bytes) -> CloudEvent[EventData]:
 def new_event(
     data: EventData,
     *,
-    id: str,  # noqa: A002 - the CloudEvents attribute name
+    id: str,
     source: str,
     time: datetime,
     subject: str | None = None,

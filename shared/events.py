@@ -9,7 +9,7 @@ gross != net + tax are rejected with the field named.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -41,7 +41,7 @@ DeclineReason = Literal[
     "risk_scoring_failed",
     "debtor_limit_exceeded",
 ]
-DECLINE_REASONS: tuple[str, ...] = DeclineReason.__args__
+DECLINE_REASONS: tuple[str, ...] = get_args(DeclineReason)
 PeppolResponseCode = Literal["AB", "IP", "UQ", "CA", "RE", "AP", "PD"]
 
 
@@ -516,10 +516,7 @@ OUTPUT_EVENTS: tuple[type[EventData], ...] = (
     DunningHandedOver,
     EinvoiceStatusChanged,
 )
-MODEL_BY_TYPE: dict[str, type[EventData]] = {
-    m.EVENT_TYPE: m for m in INPUT_EVENTS + OUTPUT_EVENTS
-}
+MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in INPUT_EVENTS + OUTPUT_EVENTS}
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}
 for _model in INPUT_EVENTS + OUTPUT_EVENTS:
     EVENT_TYPES_BY_TOPIC.setdefault(_model.TOPIC, {})[_model.EVENT_TYPE] = _model
-

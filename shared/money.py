@@ -19,8 +19,8 @@ _PERCENT = re.compile(r"^\d{1,3}(\.\d{1,4})?$")
 
 
 def _parse(value: Any, pattern: re.Pattern[str], what: str) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float | int):
-        raise ValueError(f"{what} must be a string like \"1190.00\", not a JSON number")
+    if isinstance(value, bool | float | int):
+        raise ValueError(f'{what} must be a string like "1190.00", not a JSON number')
     if isinstance(value, Decimal):
         if not value.is_finite() or value != value.quantize(CENT):
             raise ValueError(f"{what} must have at most two fraction digits")
@@ -28,7 +28,7 @@ def _parse(value: Any, pattern: re.Pattern[str], what: str) -> Decimal:
     elif isinstance(value, str):
         text = value
     else:
-        raise ValueError(f"{what} must be a string like \"1190.00\"")
+        raise ValueError(f'{what} must be a string like "1190.00"')
     if not pattern.fullmatch(text):
         raise ValueError(
             f"{what} must be a non-negative decimal string with exactly two fraction digits, "
@@ -52,7 +52,7 @@ def format_money(value: Decimal) -> str:
 
 
 def _parse_percent(value: Any) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float | int):
+    if isinstance(value, bool | float | int):
         raise ValueError('percent must be a string like "1.90", not a JSON number')
     text = f"{value:f}" if isinstance(value, Decimal) else value
     if not isinstance(text, str) or not _PERCENT.fullmatch(text):

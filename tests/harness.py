@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
 from shared.envelope import CloudEvent, event_key, event_to_bytes, new_event, parse_event
 from shared.events import ClockTick, EventData
 

@@ -85,7 +85,7 @@ def _initiate_replica_set(host: str, port: int) -> None:
 
 
 def _start_local() -> Infra:
-    subprocess.run(["bash", str(REPO / "scripts" / "infra.sh"), "up"], check=True)  # noqa: S603, S607
+    subprocess.run(["bash", str(REPO / "scripts" / "infra.sh"), "up"], check=True)
     port_kafka = os.environ.get("KAFKA_PORT", "9092")
     port_mongo = os.environ.get("MONGODB_PORT", "27017")
     return Infra(

@@ -247,7 +247,7 @@ def identify(
             score = name_similarity(claim.name, company.name)
             return Identification(
                 company=company,
-                method=method,  # type: ignore[arg-type]
+                method=method,
                 name_matches=score >= ruleset.name_match_threshold,
                 address_matches=addresses_match(claim.address, company.address, ruleset),
                 name_score=score,
@@ -290,7 +290,9 @@ def decide(
     hits: list[RuleHit] = []
 
     def declined(reason: str, company_id: str | None) -> Decision:
-        return Decision("declined", reason, company_id, Decimal("0.00"), tuple(hits), ruleset.version)
+        return Decision(
+            "declined", reason, company_id, Decimal("0.00"), tuple(hits), ruleset.version
+        )
 
     company = identification.company
     if company is None:
@@ -330,11 +332,17 @@ def decide(
 
     if company.score < ruleset.policy_score_threshold:
         hits.append(
-            RuleHit("score_threshold", "fail", f"score {company.score} < {ruleset.policy_score_threshold}")
+            RuleHit(
+                "score_threshold",
+                "fail",
+                f"score {company.score} < {ruleset.policy_score_threshold}",
+            )
         )
         return declined("risk_policy", company.company_id)
     hits.append(
-        RuleHit("score_threshold", "pass", f"score {company.score} >= {ruleset.policy_score_threshold}")
+        RuleHit(
+            "score_threshold", "pass", f"score {company.score} >= {ruleset.policy_score_threshold}"
+        )
     )
 
     if has_prior_order_with_merchant:

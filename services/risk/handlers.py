@@ -13,13 +13,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.database import AsyncDatabase
-from shared.money import cents, from_cents
 
 from services.risk import domain
 from services.risk.ruleset import CURRENT_RULESET, Ruleset
 from services.risk.store import RiskView, address_to_doc, ensure_indexes
 from shared import events as ev
 from shared import topics
+from shared.money import cents, from_cents
 from shared.runtime.engine import Batch, Inbound
 
 SUPPORTED_CURRENCY = "EUR"
@@ -97,7 +97,7 @@ class _Outcome:
 
 class RiskService:
     name = "risk"
-    input_topics = (
+    input_topics: tuple[str, ...] = (
         topics.MERCHANTS_CONFIGURED,
         topics.COMPANIES_REGISTERED,
         topics.ORDERS_REQUESTED,

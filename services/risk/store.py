@@ -18,9 +18,9 @@ from typing import Any
 from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from shared.money import cents, from_cents
 
 from services.risk.domain import Address, Company, DebtorClaim, registry_keys
+from shared.money import cents, from_cents
 from shared.runtime.transient import ConcurrencyConflict
 
 Doc = dict[str, Any]

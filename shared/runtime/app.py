@@ -124,7 +124,7 @@ class Worker:
             ack_policy=AckPolicy.MANUAL,
             max_records=s.batch_max_records,
             batch_timeout_ms=s.batch_timeout_ms,
-            auto_offset_reset=s.auto_offset_reset,  # type: ignore[arg-type]
+            auto_offset_reset=s.auto_offset_reset,
             decoder=_keep_raw,
             title=f"{self.service.name}-inputs",
         )

@@ -284,7 +284,7 @@ class Engine:
         return outputs, dead
 
     async def _isolate_parked(self, tick: _Decoded) -> list[Outbound]:
-        outputs = await self._retry_forever("store", self._transact, [tick], [])
+        outputs: list[Outbound] = await self._retry_forever("store", self._transact, [tick], [])
         async for doc in self.parked.find({}, {"_id": 1}):
             try:
                 outputs += await self._retry_forever("store", self._transact, [tick], [doc["_id"]])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,4 +36,4 @@ class WorkerSettings(BaseSettings):
     park_ttl_seconds: int = 300
     lag_refresh_seconds: float = 2.0
     # The first offset a brand-new consumer group reads from; earliest so nothing is skipped.
-    auto_offset_reset: str = "earliest"
+    auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest"

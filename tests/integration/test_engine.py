@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 class EchoService:
     name = "echo"
-    input_topics = (topics.ORDERS_CANCELED, topics.CLOCK_TICKS)
+    input_topics: tuple[str, ...] = (topics.ORDERS_CANCELED, topics.CLOCK_TICKS)
 
     def __init__(self) -> None:
         self.db: AsyncDatabase[dict[str, Any]] | None = None
@@ -83,7 +83,9 @@ async def test_redelivered_event_has_one_effect_and_republishes_same_output(
     o1 = [e for e in out if e.data.key() == "o-1"]
     assert len(o1) == 2
     assert o1[0].id == o1[1].id == first[0].id  # the replay is the same event, not a new one
-    assert worker.metrics.events.labels("echo", topics.ORDERS_CANCELED, "duplicate")._value.get() == 1
+    assert (
+        worker.metrics.events.labels("echo", topics.ORDERS_CANCELED, "duplicate")._value.get() == 1
+    )
 
 
 async def test_invalid_records_are_dead_lettered_with_headers_and_worker_goes_on(

@@ -45,24 +45,41 @@ async def test_every_decline_reason_and_the_approve_path(bus: Bus, run_worker: A
     await start_risk(run_worker)
     good = ex.company("c-good")
     low = ex.company(
-        "c-low", name="Klein Logistik", registration_number="HRB 2", vat_id=ex.VAT_IDS[1],
+        "c-low",
+        name="Klein Logistik",
+        registration_number="HRB 2",
+        vat_id=ex.VAT_IDS[1],
         score=20,
     )
     broke = ex.company(
-        "c-broke", name="Pleite Bau AG", legal_form="AG", registration_number="HRB 3",
-        vat_id=ex.VAT_IDS[2], insolvent=True,
+        "c-broke",
+        name="Pleite Bau AG",
+        legal_form="AG",
+        registration_number="HRB 3",
+        vat_id=ex.VAT_IDS[2],
+        insolvent=True,
     )
     unscored = ex.company(
-        "c-unscored", name="Neu Start UG", legal_form="UG", registration_number="HRB 4",
-        vat_id=ex.VAT_IDS[3], score=None,
+        "c-unscored",
+        name="Neu Start UG",
+        legal_form="UG",
+        registration_number="HRB 4",
+        vat_id=ex.VAT_IDS[3],
+        score=None,
     )
     small = ex.company(
-        "c-small", name="Kiosk Schmidt", registration_number="HRB 5", vat_id=ex.VAT_IDS[4],
+        "c-small",
+        name="Kiosk Schmidt",
+        registration_number="HRB 5",
+        vat_id=ex.VAT_IDS[4],
         financing_limit=Decimal("500.00"),
     )
     by_name = ex.company(
-        "c-byname", name="Bäckerei Sonnenschein GmbH", registration_number="HRB 6",
-        vat_id=ex.VAT_IDS[5], address=ex.address(postal_code="80331", city="München"),
+        "c-byname",
+        name="Bäckerei Sonnenschein GmbH",
+        registration_number="HRB 6",
+        vat_id=ex.VAT_IDS[5],
+        address=ex.address(postal_code="80331", city="München"),
     )
     await bus.send(ex.merchant("m-1"))
     for c in (good, low, broke, unscored, small, by_name):
@@ -72,12 +89,20 @@ async def test_every_decline_reason_and_the_approve_path(bus: Bus, run_worker: A
             ex.order("o-created", debtor=ex.debtor_of(good)),
             ex.order(
                 "o-unknown",
-                debtor=ex.debtor_of(good, name="Niemand KG", registration_number=None,
-                                    vat_id=None, address=ex.address(postal_code="99999")),
+                debtor=ex.debtor_of(
+                    good,
+                    name="Niemand KG",
+                    registration_number=None,
+                    vat_id=None,
+                    address=ex.address(postal_code="99999"),
+                ),
             ),
             ex.order(
                 "o-address",
-                debtor=ex.debtor_of(good, address=ex.address(street="Andere Str.", postal_code="20095", city="Hamburg")),
+                debtor=ex.debtor_of(
+                    good,
+                    address=ex.address(street="Andere Str.", postal_code="20095", city="Hamburg"),
+                ),
             ),
             ex.order("o-unscored", debtor=ex.debtor_of(unscored)),
             ex.order("o-low", debtor=ex.debtor_of(low)),
@@ -86,13 +111,15 @@ async def test_every_decline_reason_and_the_approve_path(bus: Bus, run_worker: A
             ex.order(
                 "o-billing",
                 debtor=ex.debtor_of(low, score=None) if False else ex.debtor_of(by_name),
-                billing_address=ex.address(street="Lagerweg", house_number="1",
-                                           postal_code="04109", city="Leipzig"),
+                billing_address=ex.address(
+                    street="Lagerweg", house_number="1", postal_code="04109", city="Leipzig"
+                ),
             ),
             ex.order(
                 "o-byname",
-                debtor=ex.debtor_of(by_name, name="Baeckerei Sonnenschein",
-                                    registration_number=None, vat_id=None),
+                debtor=ex.debtor_of(
+                    by_name, name="Baeckerei Sonnenschein", registration_number=None, vat_id=None
+                ),
                 delivery_address=ex.address(street="Lagerweg", postal_code="04109", city="Leipzig"),
             ),
         ]
@@ -125,8 +152,9 @@ async def test_every_decline_reason_and_the_approve_path(bus: Bus, run_worker: A
 
 async def test_viban_is_stable_per_merchant_and_debtor(bus: Bus, run_worker: Any) -> None:
     await start_risk(run_worker)
-    other = ex.company("c-2", name="Schulz Technik", registration_number="HRB 77",
-                       vat_id=ex.VAT_IDS[6])
+    other = ex.company(
+        "c-2", name="Schulz Technik", registration_number="HRB 77", vat_id=ex.VAT_IDS[6]
+    )
     await bus.send(ex.merchant("m-1"))
     await bus.send(ex.merchant("m-2"))
     await bus.send(ex.company("c-1"))
@@ -183,15 +211,18 @@ async def test_same_event_twice_gives_one_decision_and_one_reservation(
     assert exposure is not None and exposure["exposure_cents"] == 119000
 
 
-async def test_malformed_orders_go_to_the_dlq_and_leave_no_state(
-    bus: Bus, run_worker: Any
-) -> None:
+async def test_malformed_orders_go_to_the_dlq_and_leave_no_state(bus: Bus, run_worker: Any) -> None:
     worker = await start_risk(run_worker)
     await configure(bus)
     valid = ex.order("fine").model_dump(mode="json", by_alias=True)
     envelope = {
-        "specversion": "1.0", "id": "x", "source": "/merchant-api", "type": "order.requested.v1",
-        "time": "2026-11-20T09:15:00Z", "subject": "bad", "datacontenttype": "application/json",
+        "specversion": "1.0",
+        "id": "x",
+        "source": "/merchant-api",
+        "type": "order.requested.v1",
+        "time": "2026-11-20T09:15:00Z",
+        "subject": "bad",
+        "datacontenttype": "application/json",
     }
     import json
 
@@ -207,7 +238,9 @@ async def test_malformed_orders_go_to_the_dlq_and_leave_no_state(
         "gross-mismatch": with_data(amount={"gross": "100.00", "net": "80.00", "tax": "19.00"}),
         "negative": with_data(amount={"gross": "-1.00", "net": "-1.00", "tax": "0.00"}),
         "missing-field": with_data(merchant_id=None),
-        "unknown-type": json.dumps({**envelope, "type": "order.requested.v2", "data": valid}).encode(),
+        "unknown-type": json.dumps(
+            {**envelope, "type": "order.requested.v2", "data": valid}
+        ).encode(),
         "duration": with_data(duration_days=200),
     }
     for key, value in bad.items():

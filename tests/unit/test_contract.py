@@ -71,7 +71,10 @@ def test_the_contract_example_order_round_trips() -> None:
 
 def test_state_changed_uses_from_on_the_wire() -> None:
     event = new_event(
-        OrderStateChanged(order_id="o", from_="created", to="shipped"), id="1", source="/s", time=NOW
+        OrderStateChanged(order_id="o", from_="created", to="shipped"),
+        id="1",
+        source="/s",
+        time=NOW,
     )
     wire = json.loads(event_to_bytes(event))
     assert wire["data"] == {"order_id": "o", "from": "created", "to": "shipped"}
@@ -88,35 +91,73 @@ def test_clock_ticks_are_keyed_clock() -> None:
     [
         (b"{nope", "json", "JSON"),
         (b"[1, 2]", "json", "object"),
-        (envelope("order.requested.v1", order_data(), specversion="0.3"), "envelope", "specversion"),
-        (envelope("order.requested.v1", order_data(), time="2026-11-20T09:15:00"), "envelope", "time"),
+        (
+            envelope("order.requested.v1", order_data(), specversion="0.3"),
+            "envelope",
+            "specversion",
+        ),
+        (
+            envelope("order.requested.v1", order_data(), time="2026-11-20T09:15:00"),
+            "envelope",
+            "time",
+        ),
         (envelope("order.requested.v1", order_data(), id=""), "envelope", "id"),
         (envelope("order.requested.v9", order_data()), "unknown_type", "order.requested.v9"),
         (envelope("order.shipped.v1", order_data()), "unknown_type", "order.shipped.v1"),
         (
-            envelope("order.requested.v1", order_data(amount={"gross": "1.0", "net": "1.0", "tax": "0.00"})),
+            envelope(
+                "order.requested.v1",
+                order_data(amount={"gross": "1.0", "net": "1.0", "tax": "0.00"}),
+            ),
             "schema",
             "data.amount.gross",
         ),
         (
-            envelope("order.requested.v1", order_data(amount={"gross": "1.000", "net": "1.00", "tax": "0.00"})),
+            envelope(
+                "order.requested.v1",
+                order_data(amount={"gross": "1.000", "net": "1.00", "tax": "0.00"}),
+            ),
             "schema",
             "data.amount.gross",
         ),
         (
-            envelope("order.requested.v1", order_data(amount={"gross": "-1.00", "net": "-1.00", "tax": "0.00"})),
+            envelope(
+                "order.requested.v1",
+                order_data(amount={"gross": "-1.00", "net": "-1.00", "tax": "0.00"}),
+            ),
             "schema",
             "data.amount.gross",
         ),
         (
-            envelope("order.requested.v1", order_data(amount={"gross": "100.00", "net": "90.00", "tax": "19.00"})),
+            envelope(
+                "order.requested.v1",
+                order_data(amount={"gross": "100.00", "net": "90.00", "tax": "19.00"}),
+            ),
             "schema",
             "data.amount",
         ),
-        (envelope("order.requested.v1", order_data(merchant_id=None)), "schema", "data.merchant_id"),
-        (envelope("order.requested.v1", {k: v for k, v in order_data().items() if k != "debtor"}), "schema", "data.debtor"),
-        (envelope("order.requested.v1", order_data(duration_days=6)), "schema", "data.duration_days"),
-        (envelope("order.requested.v1", order_data(duration_days="30")), "schema", "data.duration_days"),
+        (
+            envelope("order.requested.v1", order_data(merchant_id=None)),
+            "schema",
+            "data.merchant_id",
+        ),
+        (
+            envelope(
+                "order.requested.v1", {k: v for k, v in order_data().items() if k != "debtor"}
+            ),
+            "schema",
+            "data.debtor",
+        ),
+        (
+            envelope("order.requested.v1", order_data(duration_days=6)),
+            "schema",
+            "data.duration_days",
+        ),
+        (
+            envelope("order.requested.v1", order_data(duration_days="30")),
+            "schema",
+            "data.duration_days",
+        ),
         (envelope("order.requested.v1", order_data(currency="euro")), "schema", "data.currency"),
     ],
 )
@@ -127,11 +168,15 @@ def test_bad_input_is_refused_naming_the_field(value: bytes, kind: str, field: s
 
 
 def test_float_money_is_refused() -> None:
-    value = envelope("order.requested.v1", order_data()).replace(b'"gross": "1190.00"', b'"gross": 1190.0')
+    value = envelope("order.requested.v1", order_data()).replace(
+        b'"gross": "1190.00"', b'"gross": 1190.0'
+    )
     assert b"1190.0," in value
     error = refusal(value)
     assert error.kind == "json" and "1190.0" in error.message
-    integer = envelope("order.requested.v1", order_data(amount={"gross": 1190, "net": "1000.00", "tax": "190.00"}))
+    integer = envelope(
+        "order.requested.v1", order_data(amount={"gross": 1190, "net": "1000.00", "tax": "190.00"})
+    )
     error = refusal(integer)
     assert error.kind == "schema" and "data.amount.gross" in error.message
 
@@ -153,6 +198,10 @@ def test_decided_reason_only_when_declined() -> None:
 
     with pytest.raises(ValueError, match="decline_reason"):
         OrderDecided(
-            order_id="o", merchant_id="m", state="created", decline_reason="risk_policy",
-            ruleset_version="v", rule_hits=[],
+            order_id="o",
+            merchant_id="m",
+            state="created",
+            decline_reason="risk_policy",
+            ruleset_version="v",
+            rule_hits=[],
         )

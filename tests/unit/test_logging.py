@@ -10,7 +10,11 @@ def test_ibans_are_masked_anywhere_in_a_log_line() -> None:
 
 
 def test_names_and_iban_fields_are_hidden() -> None:
-    event = mask_personal_data(None, "info", {"debtor_name": "Anna Schmidt", "viban": "DE92100110010000000001", "order_id": "o-1"})
+    event = mask_personal_data(
+        None,
+        "info",
+        {"debtor_name": "Anna Schmidt", "viban": "DE92100110010000000001", "order_id": "o-1"},
+    )
     assert event["debtor_name"] == "***"
     assert "1001" not in str(event["viban"])[:-4]
     assert event["order_id"] == "o-1"

@@ -40,7 +40,9 @@ SHOP = MerchantPolicy("m-1", manual_review=False)
 REVIEWING = MerchantPolicy("m-1", manual_review=True)
 
 
-def order(gross: str = "1190.00", claim: DebtorClaim = CLAIM, billing: Address | None = None) -> OrderToDecide:
+def order(
+    gross: str = "1190.00", claim: DebtorClaim = CLAIM, billing: Address | None = None
+) -> OrderToDecide:
     return OrderToDecide("o-1", "m-1", Decimal(gross), claim, billing, None)
 
 
@@ -54,12 +56,16 @@ def run(
     known: bool = False,
 ) -> tuple[str, str | None]:
     identification = identify(claim, [company], [company], RULES)
-    decision = decide(order(gross, claim, billing), merchant, identification, Decimal(exposure), known, RULES)
+    decision = decide(
+        order(gross, claim, billing), merchant, identification, Decimal(exposure), known, RULES
+    )
     return decision.state, decision.decline_reason
 
 
 def test_normalisation() -> None:
-    assert normalize_registration_number("HRB 12345 B") == normalize_registration_number("hrb-12345b")
+    assert normalize_registration_number("HRB 12345 B") == normalize_registration_number(
+        "hrb-12345b"
+    )
     assert normalize_vat_id("de 135 792 460") == "DE135792460"
     assert normalize_vat_id("DE135792461") is None  # bad check digit identifies nothing
 
@@ -67,7 +73,11 @@ def test_normalisation() -> None:
 def test_created() -> None:
     identification = identify(CLAIM, [COMPANY], [], RULES)
     decision = decide(order(), SHOP, identification, Decimal("0.00"), False, RULES)
-    assert (decision.state, decision.decline_reason, decision.company_id) == ("created", None, "c-1")
+    assert (decision.state, decision.decline_reason, decision.company_id) == (
+        "created",
+        None,
+        "c-1",
+    )
     assert decision.reserve == Decimal("1190.00")
     assert decision.ruleset_version == RULES.version
     assert [h.rule for h in decision.rule_hits][:2] == ["identification", "debtor_consistency"]
@@ -80,14 +90,18 @@ def test_identified_by_vat_id_with_formatting() -> None:
 
 
 def test_identified_by_fuzzy_name_and_postal_code() -> None:
-    claim = DebtorClaim("Mueller Maschinenbau", "GmbH", None, None, replace(BERLIN, street="Friedrichstr."))
+    claim = DebtorClaim(
+        "Mueller Maschinenbau", "GmbH", None, None, replace(BERLIN, street="Friedrichstr.")
+    )
     identification = identify(claim, [], [COMPANY], RULES)
     assert identification.company == COMPANY
     assert identification.method == "name_and_postal_code"
 
 
 def test_not_identified_elsewhere() -> None:
-    claim = DebtorClaim("Mueller Maschinenbau", "GmbH", None, None, replace(BERLIN, postal_code="80331"))
+    claim = DebtorClaim(
+        "Mueller Maschinenbau", "GmbH", None, None, replace(BERLIN, postal_code="80331")
+    )
     assert run(claim=claim) == ("declined", "debtor_not_identified")
     stranger = DebtorClaim("Völlig Anders AG", "AG", None, None, BERLIN)
     assert run(claim=stranger) == ("declined", "debtor_not_identified")
@@ -116,7 +130,9 @@ def test_first_order_billing_address_rule() -> None:
     assert run(billing=elsewhere, known=True) == ("created", None)
     assert run(billing=BERLIN) == ("created", None)
     delivery_elsewhere = OrderToDecide("o", "m-1", Decimal("10.00"), CLAIM, None, elsewhere)
-    d = decide(delivery_elsewhere, SHOP, identify(CLAIM, [COMPANY], [], RULES), Decimal(0), False, RULES)
+    d = decide(
+        delivery_elsewhere, SHOP, identify(CLAIM, [COMPANY], [], RULES), Decimal(0), False, RULES
+    )
     assert d.state == "created"
 
 
@@ -136,7 +152,11 @@ def test_review_resolution() -> None:
     approved = resolve_review("waiting", "approve", None)
     assert (approved.state, approved.release, approved.refusal) == ("created", False, None)
     declined = resolve_review("waiting", "decline", None)
-    assert (declined.state, declined.decline_reason, declined.release) == ("declined", "risk_policy", True)
+    assert (declined.state, declined.decline_reason, declined.release) == (
+        "declined",
+        "risk_policy",
+        True,
+    )
     assert resolve_review("waiting", "decline", "debtor_address").decline_reason == "debtor_address"
     assert resolve_review("created", "approve", None).refusal is not None
 

@@ -25,7 +25,9 @@ scores = st.none() | st.integers(min_value=0, max_value=100)
 
 
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool]:
+def situations(
+    draw: st.DrawFn,
+) -> tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool]:
     company = replace(
         COMPANY,
         score=draw(scores),
@@ -43,11 +45,19 @@ def situations(draw: st.DrawFn) -> tuple[OrderToDecide, MerchantPolicy, Identifi
         )
     )
     order = OrderToDecide("o", "m", draw(money), CLAIM, None, None)
-    return order, MerchantPolicy("m", draw(st.booleans())), identification, draw(money), draw(st.booleans())
+    return (
+        order,
+        MerchantPolicy("m", draw(st.booleans())),
+        identification,
+        draw(money),
+        draw(st.booleans()),
+    )
 
 
 @given(situations())
-def test_decisions_are_deterministic_and_well_formed(s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool]) -> None:
+def test_decisions_are_deterministic_and_well_formed(
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool],
+) -> None:
     first = decide(*s, RULES)
     assert first == decide(*s, RULES)
     assert (first.state == "declined") == (first.decline_reason is not None)
@@ -60,7 +70,9 @@ def test_decisions_are_deterministic_and_well_formed(s: tuple[OrderToDecide, Mer
 
 
 @given(situations())
-def test_never_approves_beyond_the_limit(s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool]) -> None:
+def test_never_approves_beyond_the_limit(
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool],
+) -> None:
     order, _, identification, exposure, _ = s
     decision = decide(*s, RULES)
     if decision.state != "declined":
@@ -94,7 +106,9 @@ def test_more_exposure_never_turns_a_limit_decline_into_an_approval(
         assert after.decline_reason == "debtor_limit_exceeded"
 
 
-@given(st.integers(min_value=0, max_value=10**10 - 1), st.integers(min_value=0, max_value=10**10 - 1))
+@given(
+    st.integers(min_value=0, max_value=10**10 - 1), st.integers(min_value=0, max_value=10**10 - 1)
+)
 def test_vibans_are_valid_and_never_shared(a: int, b: int) -> None:
     assert IBAN(viban_from_sequence(a)).validate()
     assert (viban_from_sequence(a) == viban_from_sequence(b)) == (a == b)

@@ -1,0 +1,286 @@
+"""The main job: the platform on local real Kafka and MongoDB with a scenario flowing through it.
+
+Starts the workers and the ticker as processes (as production would), publishes merchants,
+credit-bureau records and orders covering every risk outcome, follows the outputs, and
+prints a summary. Exits non-zero when an outcome differs from what the scenario expects.
+
+    make demo      (or: python -m scripts.demo after `make services-up`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from scripts.processes import REPO, Fleet
+from shared import topics
+from shared.events import CommandRejected, EventData, OrderDecided
+from tests import examples as ex
+from tests.harness import Bus
+
+
+@dataclass(frozen=True)
+class Expectation:
+    order_id: str
+    story: str
+    state: str
+    reason: str | None = None
+
+
+def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
+    """Configuration events, order events, and what the platform should decide."""
+    good = ex.company("c-mueller")
+    low = ex.company(
+        "c-klein",
+        name="Klein Logistik GmbH",
+        registration_number="HRB 2002",
+        vat_id=ex.VAT_IDS[1],
+        score=22,
+    )
+    insolvent = ex.company(
+        "c-pleite",
+        name="Pleite Bau AG",
+        legal_form="AG",
+        registration_number="HRB 3003",
+        vat_id=ex.VAT_IDS[2],
+        insolvent=True,
+    )
+    unscored = ex.company(
+        "c-neu",
+        name="Neu Start UG",
+        legal_form="UG",
+        registration_number="HRB 4004",
+        vat_id=ex.VAT_IDS[3],
+        score=None,
+    )
+    small = ex.company(
+        "c-kiosk",
+        name="Kiosk Schmidt e.K.",
+        legal_form="e.K.",
+        registration_number="HRA 5005",
+        vat_id=ex.VAT_IDS[4],
+        financing_limit=Decimal("2000.00"),
+    )
+    bakery = ex.company(
+        "c-baeckerei",
+        name="Bäckerei Sonnenschein GmbH",
+        registration_number="HRB 6006",
+        vat_id=ex.VAT_IDS[5],
+        address=ex.address(
+            street="Marienplatz", house_number="8", postal_code="80331", city="München"
+        ),
+    )
+    review = ex.company(
+        "c-mittel",
+        name="Mittelmaß Handels GmbH",
+        registration_number="HRB 7007",
+        vat_id=ex.VAT_IDS[6],
+        score=48,
+    )
+    leipzig = ex.address(street="Lagerweg", house_number="1", postal_code="04109", city="Leipzig")
+    config: list[EventData] = [
+        ex.merchant("m-werkzeug", name="Werkzeughandel Nord GmbH"),
+        ex.merchant("m-moebel", name="Büromöbel Süd GmbH", manual_review=True),
+        good,
+        low,
+        insolvent,
+        unscored,
+        small,
+        bakery,
+        review,
+    ]
+    orders: list[EventData] = [
+        ex.order("o-1001", merchant_id="m-werkzeug", debtor=ex.debtor_of(good)),
+        ex.order("o-1002", merchant_id="m-werkzeug", debtor=ex.debtor_of(good), gross="595.00"),
+        ex.order(
+            "o-1003",
+            merchant_id="m-werkzeug",
+            debtor=ex.debtor_of(
+                bakery, name="Baeckerei Sonnenschein", registration_number=None, vat_id=None
+            ),
+            delivery_address=leipzig,
+        ),
+        ex.order(
+            "o-1004",
+            merchant_id="m-werkzeug",
+            debtor=ex.debtor_of(
+                good,
+                name="Unbekannt & Söhne OHG",
+                registration_number=None,
+                vat_id=None,
+                address=ex.address(postal_code="01067", city="Dresden"),
+            ),
+        ),
+        ex.order(
+            "o-1005",
+            merchant_id="m-werkzeug",
+            debtor=ex.debtor_of(
+                good, address=ex.address(street="Hafenstraße", postal_code="20095", city="Hamburg")
+            ),
+        ),
+        ex.order("o-1006", merchant_id="m-werkzeug", debtor=ex.debtor_of(unscored)),
+        ex.order("o-1007", merchant_id="m-werkzeug", debtor=ex.debtor_of(low)),
+        ex.order("o-1008", merchant_id="m-werkzeug", debtor=ex.debtor_of(insolvent)),
+        ex.order(
+            "o-1009", merchant_id="m-werkzeug", debtor=ex.debtor_of(bakery), billing_address=leipzig
+        ),
+        ex.order("o-1010", merchant_id="m-werkzeug", debtor=ex.debtor_of(small), gross="1500.00"),
+        ex.order("o-1011", merchant_id="m-werkzeug", debtor=ex.debtor_of(small), gross="800.00"),
+        ex.order("o-1012", merchant_id="m-moebel", debtor=ex.debtor_of(review)),
+        ex.order("o-1013", merchant_id="m-moebel", debtor=ex.debtor_of(review), gross="238.00"),
+        ex.order("o-1014", merchant_id="m-unbekannt", debtor=ex.debtor_of(good)),
+    ]
+    expected = [
+        Expectation("o-1001", "known debtor by registration number", "created"),
+        Expectation("o-1002", "same debtor again: same VIBAN", "created"),
+        Expectation(
+            "o-1003", "found by fuzzy name + postal code, other delivery address", "created"
+        ),
+        Expectation("o-1004", "no such company", "declined", "debtor_not_identified"),
+        Expectation(
+            "o-1005",
+            "registration number of a Berlin company, Hamburg address",
+            "declined",
+            "debtor_address",
+        ),
+        Expectation("o-1006", "bureau has no score", "declined", "risk_scoring_failed"),
+        Expectation("o-1007", "score 22 below policy 40", "declined", "risk_policy"),
+        Expectation("o-1008", "insolvent", "declined", "risk_policy"),
+        Expectation("o-1009", "first order, billing address elsewhere", "declined", "risk_policy"),
+        Expectation("o-1010", "within the 2000.00 limit", "created"),
+        Expectation(
+            "o-1011", "1500 + 800 above the 2000.00 limit", "declined", "debtor_limit_exceeded"
+        ),
+        Expectation("o-1012", "score 48, merchant reviews: waiting, then approved", "created"),
+        Expectation(
+            "o-1013",
+            "score 48, merchant reviews: waiting, then declined",
+            "declined",
+            "risk_policy",
+        ),
+        Expectation(
+            "o-1014",
+            "merchant never configured: parked, then rejected",
+            "rejected",
+            "merchant_not_configured",
+        ),
+    ]
+    return config, orders, expected
+
+
+def report(
+    expected: list[Expectation],
+    outcome: dict[str, tuple[str, str | None, str | None]],
+    metrics: str,
+) -> int:
+    """Prints the per-order table, the summary and the worker's own counters; returns the
+    number of unexpected outcomes."""
+    failures = 0
+    print()
+    print(f"{'order':8} {'expected':34} {'got':34} story")
+    for x in expected:
+        state, reason, viban = outcome.get(x.order_id, ("missing", None, None))
+        got = f"{state}/{reason}" if reason else state
+        want = f"{x.state}/{x.reason}" if x.reason else x.state
+        mark = "ok " if got == want else "BAD"
+        failures += got != want
+        extra = f"  VIBAN {viban[:4]}…{viban[-4:]}" if viban else ""
+        print(f"{x.order_id:8} {want:34} {mark} {got:30} {x.story}{extra}")
+
+    final = Counter(
+        (state, reason or "-")
+        for state, reason, _ in (outcome[x.order_id] for x in expected if x.order_id in outcome)
+    )
+    print("\nsummary of decisions by state and reason:")
+    for (state, reason), n in sorted(final.items()):
+        print(f"  {state:10} {reason:24} {n}")
+    first, second = (outcome.get(o, ("missing", None, None))[2] for o in ("o-1001", "o-1002"))
+    same_viban = first is not None and first == second
+    print(f"\none VIBAN per merchant and debtor: {'yes' if same_viban else 'NO'}")
+    failures += not same_viban
+
+    print("\nfrom the risk worker's /metrics:")
+    shown = re.compile(r"(risk_decisions_total|worker_consumer_lag_messages|worker_events_total)\{")
+    for line in metrics.splitlines():
+        if shown.match(line) and not line.endswith(" 0.0"):
+            print(f"  {line}")
+    return failures
+
+
+async def run() -> int:
+    started = time.monotonic()
+    stamp = time.strftime("%Y%m%d%H%M%S")
+    prefix = f"demo{stamp}."
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    mongo = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
+    fleet = Fleet(
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "MONGODB_URI": mongo,
+            "TOPIC_PREFIX": prefix,
+            "RISK_MONGODB_DATABASE": f"demo{stamp}_risk",
+            "RISK_PARK_TTL_SECONDS": "5",
+            "LOG_LEVEL": "WARNING",
+        },
+        log_dir=Path(REPO, ".local", "demo", stamp),
+    )
+    print(f"demo: topics prefixed {prefix!r}, logs in {fleet.log_dir}")
+    bus = Bus(kafka, prefix)
+    await bus.start()
+    try:
+        risk = fleet.start_worker("risk")
+        fleet.start_ticker(0.5)
+        risk.wait_ready()
+        print(f"demo: risk worker ready on {risk.url('/metrics')}")
+
+        config, orders, expected = scenario()
+        for event in config:
+            await bus.send(event)
+        await asyncio.sleep(1.0)  # configuration first, as the gateway would
+        await bus.send_many(orders)
+        print(f"demo: published {len(config)} configuration events and {len(orders)} orders")
+
+        waiting = await bus.events(
+            topics.ORDERS_DECIDED,
+            count=2,
+            where=lambda e: isinstance(e.data, OrderDecided) and e.data.state == "waiting",
+        )
+        print(f"demo: {len(waiting)} orders wait for manual review; the reviewer decides")
+        await bus.send(ex.review("o-1012", "approve", reviewer="ops-anna"))
+        await bus.send(ex.review("o-1013", "decline", reviewer="ops-anna"))
+
+        decided_events = await bus.events(topics.ORDERS_DECIDED, count=len(orders) - 1 + 2)
+        rejected_events = await bus.events(topics.COMMANDS_REJECTED, count=1, timeout=30)
+        outcome: dict[str, tuple[str, str | None, str | None]] = {}
+        for e in decided_events:
+            assert isinstance(e.data, OrderDecided)
+            outcome[e.data.order_id] = (e.data.state, e.data.decline_reason, e.data.viban)
+        for e in rejected_events:
+            assert isinstance(e.data, CommandRejected)
+            outcome[e.data.order_id] = ("rejected", e.data.reason, None)
+
+        _, metrics = risk.get("/metrics")
+        failures = report(expected, outcome, metrics)
+        print(
+            f"\ndemo: {'PASSED' if not failures else f'{failures} UNEXPECTED OUTCOMES'} "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        return 1 if failures else 0
+    finally:
+        await bus.stop()
+        fleet.stop_all()
+
+
+def main() -> None:
+    sys.exit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    main()

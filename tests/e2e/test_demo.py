@@ -1,0 +1,40 @@
+"""The README's main job runs and every scenario outcome is as expected."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from scripts.processes import REPO
+from tests.infra import Infra
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+
+
+def test_demo_passes_and_prints_a_summary(infra: Infra) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.demo"],
+        cwd=REPO,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+            "MONGODB_URI": infra.mongodb_uri,
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary of decisions by state and reason" in result.stdout
+    assert "demo: PASSED" in result.stdout
+    for reason in (
+        "debtor_not_identified",
+        "debtor_address",
+        "risk_scoring_failed",
+        "risk_policy",
+        "debtor_limit_exceeded",
+    ):
+        assert reason in result.stdout

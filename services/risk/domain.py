@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 from rapidfuzz import fuzz
@@ -53,7 +54,12 @@ _LEGAL_FORMS = (
     "inc.",
     "inc",
 )
+_LEGAL_FORM_PATTERNS = tuple(
+    re.compile(rf"(?<![a-z0-9]){re.escape(form)}(?![a-z0-9])") for form in _LEGAL_FORMS
+)
 _TRANSLITERATION = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+# Normalisation is pure and the same names, ids and VAT ids come back order after order.
+_NORMALISED_CACHE_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,7 @@ def normalize_registration_number(value: str) -> str:
     return re.sub(r"[^0-9A-Z]", "", _fold(value).upper())
 
 
+@lru_cache(maxsize=_NORMALISED_CACHE_SIZE)
 def normalize_vat_id(value: str) -> str | None:
     """The compact form of a valid EU VAT id, else None (an invalid id identifies nothing)."""
     try:
@@ -173,10 +180,11 @@ def normalize_vat_id(value: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=_NORMALISED_CACHE_SIZE)
 def normalize_name(value: str) -> str:
     text = _fold(value)
-    for form in _LEGAL_FORMS:
-        text = re.sub(rf"(?<![a-z0-9]){re.escape(form)}(?![a-z0-9])", " ", text)
+    for pattern in _LEGAL_FORM_PATTERNS:
+        text = pattern.sub(" ", text)
     text = re.sub(r"[^a-z0-9]+", " ", text)
     return " ".join(text.split())
 
@@ -195,6 +203,7 @@ def normalize_house_number(value: str) -> str:
     return re.sub(r"[^0-9a-z]", "", _fold(value))
 
 
+@lru_cache(maxsize=_NORMALISED_CACHE_SIZE)
 def registry_keys(claim: DebtorClaim) -> RegistryKeys:
     registration = (
         normalize_registration_number(claim.registration_number)

@@ -158,6 +158,7 @@ class RiskService:
         pairs = set()
         for request in requests:
             identification = self._identify(view, request)
+            view.identified[request.order_id] = identification
             if identification.company is not None:
                 pairs.add((request.merchant_id, identification.company.company_id))
         for review in reviews:
@@ -194,7 +195,10 @@ class RiskService:
             self._reject(batch, item, data.order_id, f"unsupported_currency: {data.currency}")
             return None
 
-        identification = self._identify(view, data)
+        identification = view.identified.get(data.order_id)
+        if identification is None or view.dirty_companies:
+            # A company registered earlier in this very batch may be the one.
+            identification = self._identify(view, data)
         company_id = identification.company.company_id if identification.company else None
         if company_id is not None:
             # A company registered earlier in this very batch was not preloaded.
@@ -317,8 +321,10 @@ class RiskService:
         if outcome.needs_viban and outcome.company_id is not None:
             viban = view.vibans[(outcome.merchant_id, outcome.company_id)]
             view.update_order(outcome.order_id, viban=viban)
+        # Built from the ruleset's own typed hits, so validating each again buys nothing.
         hits = [
-            ev.RuleHit(rule=h.rule, outcome=h.outcome, detail=h.detail) for h in outcome.rule_hits
+            ev.RuleHit.model_construct(rule=h.rule, outcome=h.outcome, detail=h.detail)
+            for h in outcome.rule_hits
         ]
         batch.emit(
             outcome.item,

@@ -19,7 +19,7 @@ from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.risk.domain import Address, Company, DebtorClaim, registry_keys
+from services.risk.domain import Address, Company, DebtorClaim, Identification, registry_keys
 from shared.money import cents, from_cents
 from shared.runtime.transient import ConcurrencyConflict
 
@@ -112,11 +112,18 @@ class RiskView:
     exposure: dict[str, int] = field(default_factory=dict)
     vibans: dict[tuple[str, str], str] = field(default_factory=dict)
     new_vibans: dict[tuple[str, str], str] = field(default_factory=dict)
+    pairs_loaded: set[tuple[str, str]] = field(default_factory=set)
     dirty_merchants: set[str] = field(default_factory=set)
     dirty_orders: set[str] = field(default_factory=set)
     new_orders: set[str] = field(default_factory=set)
     dirty_companies: set[str] = field(default_factory=set)
     audit: list[Doc] = field(default_factory=list)
+    # Order id -> who the debtor was found to be while preloading.
+    identified: dict[str, Identification] = field(default_factory=dict)
+    # Normalised registry keys -> company ids, so identifying a claim is a lookup.
+    _by_registration: dict[str, list[str]] = field(default_factory=dict)
+    _by_vat: dict[str, list[str]] = field(default_factory=dict)
+    _by_postal: dict[str, list[str]] = field(default_factory=dict)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -146,11 +153,12 @@ class RiskView:
             return
         async for doc in self.db["companies"].find({"$or": clauses}, session=self.session):
             if doc["_id"] not in self.companies:
-                self.companies[doc["_id"]] = company_from_doc(doc)
+                self._index(company_from_doc(doc))
 
     async def load_debtor_state(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Exposure of each company and the VIBAN of each (merchant, company) pair."""
-        pairs = set(pairs) - self.vibans.keys()
+        pairs = set(pairs) - self.pairs_loaded
+        self.pairs_loaded |= pairs
         company_ids = list({c for _, c in pairs} - self.exposure.keys())
         if company_ids:
             found = {
@@ -172,25 +180,17 @@ class RiskView:
     def candidates(
         self, registration_number: str | None, vat_id: str | None, postal_code: str | None
     ) -> tuple[list[Company], list[Company]]:
-        by_id: list[Company] = []
-        by_postal: list[Company] = []
-        for company in self.companies.values():
-            keys = registry_keys(
-                DebtorClaim(
-                    company.name,
-                    company.legal_form,
-                    company.registration_number,
-                    company.vat_id,
-                    company.address,
-                )
-            )
-            if (registration_number and keys.registration_number == registration_number) or (
-                vat_id and keys.vat_id == vat_id
-            ):
-                by_id.append(company)
-            elif postal_code and keys.postal_code == postal_code:
-                by_postal.append(company)
-        return by_id, by_postal
+        """Companies sharing a registry id with the claim, and (the others) sharing its
+        postal code: looked up in the batch's key index, not by scanning."""
+        id_matches: dict[str, None] = {}
+        if registration_number:
+            id_matches.update(dict.fromkeys(self._by_registration.get(registration_number, ())))
+        if vat_id:
+            id_matches.update(dict.fromkeys(self._by_vat.get(vat_id, ())))
+        if id_matches:  # identification by id never falls back to the postal code
+            return [self.companies[c] for c in id_matches], []
+        by_postal = [self.companies[c] for c in self._by_postal.get(postal_code or "", ())]
+        return [], by_postal
 
     def exposure_of(self, company_id: str) -> Decimal:
         return from_cents(self.exposure.get(company_id, 0))
@@ -202,8 +202,32 @@ class RiskView:
         self.dirty_merchants.add(doc["_id"])
 
     def put_company(self, company: Company) -> None:
-        self.companies[company.company_id] = company
+        self._index(company)
         self.dirty_companies.add(company.company_id)
+
+    def _index(self, company: Company) -> None:
+        company_id = company.company_id
+        if company_id in self.companies:  # re-registered: its keys may have changed
+            for index in (self._by_registration, self._by_vat, self._by_postal):
+                for ids in index.values():
+                    if company_id in ids:
+                        ids.remove(company_id)
+        self.companies[company_id] = company
+        keys = registry_keys(
+            DebtorClaim(
+                company.name,
+                company.legal_form,
+                company.registration_number,
+                company.vat_id,
+                company.address,
+            )
+        )
+        if keys.registration_number:
+            self._by_registration.setdefault(keys.registration_number, []).append(company_id)
+        if keys.vat_id:
+            self._by_vat.setdefault(keys.vat_id, []).append(company_id)
+        if keys.postal_code:
+            self._by_postal.setdefault(keys.postal_code, []).append(company_id)
 
     def add_order(self, doc: Doc) -> None:
         self.orders[doc["_id"]] = doc

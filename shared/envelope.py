@@ -122,7 +122,12 @@ def event_to_dict(event: CloudEvent[EventData]) -> dict[str, Any]:
 
 
 def event_to_bytes(event: CloudEvent[EventData]) -> bytes:
-    return json.dumps(event_to_dict(event), separators=(",", ":"), ensure_ascii=False).encode()
+    """The same JSON as ``event_to_dict`` would give, with ``data`` serialised by pydantic's
+    own encoder: on the hot path of every worker, this is several times cheaper."""
+    head = event.model_dump_json(by_alias=True, exclude={"data"}, exclude_none=True)
+    return (
+        head[:-1].encode() + b',"data":' + event.data.model_dump_json(by_alias=True).encode() + b"}"
+    )
 
 
 def event_key(event: CloudEvent[EventData]) -> bytes:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,32 +31,41 @@ from shared.runtime.settings import WorkerSettings
 from shared.topics import dlq_topic
 
 log = get_logger("worker")
+_FULL_COLLECTION_EVERY_BATCHES = 200
 
 
 class KafkaOutput:
-    """Publishes outputs through FastStream (so its metrics count them) and dead letters
-    through a plain producer (so the original bytes and headers go out untouched)."""
+    """Publishes outputs and dead letters through one plain idempotent producer: outputs are
+    already serialised by the engine, and dead letters must go out byte for byte. (Going
+    through the broker's publisher per message cost about a tenth of the worker's CPU.)"""
 
-    def __init__(self, broker: KafkaBroker, topic_prefix: str) -> None:
-        self.broker = broker
+    def __init__(self, service: str, topic_prefix: str, metrics: WorkerMetrics) -> None:
+        self.service = service
         self.topic_prefix = topic_prefix
-        self.raw_producer: AIOKafkaProducer | None = None
+        self.metrics = metrics
+        self.producer: AIOKafkaProducer | None = None
 
     async def publish(self, messages: Sequence[Outbound]) -> None:
-        pending = [
-            await self.broker.publish(
-                m.value,
-                topic=self.topic_prefix + m.topic,
-                key=m.key,
-                headers={"content-type": "application/cloudevents+json", "ce_type": m.event_type},
-                no_confirm=True,
+        assert self.producer is not None, "started in the lifespan"
+        pending = []
+        per_topic: Counter[str] = Counter()
+        for m in messages:
+            headers = [
+                ("content-type", b"application/cloudevents+json"),
+                ("ce_type", m.event_type.encode()),
+            ]
+            pending.append(
+                await self.producer.send(
+                    self.topic_prefix + m.topic, m.value, key=m.key, headers=headers
+                )
             )
-            for m in messages
-        ]
+            per_topic[m.topic] += 1
         await asyncio.gather(*pending)
+        for topic, count in per_topic.items():
+            self.metrics.published.labels(self.service, topic).inc(count)
 
     async def dead_letter(self, letters: Sequence[DeadLetter], consumer_group: str) -> None:
-        assert self.raw_producer is not None, "started in the lifespan"
+        assert self.producer is not None, "started in the lifespan"
         pending = []
         for letter in letters:
             record = letter.record
@@ -67,7 +79,7 @@ class KafkaOutput:
                 ("dlq-consumer-group", consumer_group.encode()),
             ]
             pending.append(
-                await self.raw_producer.send(
+                await self.producer.send(
                     dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
                 )
             )
@@ -104,9 +116,10 @@ class Worker:
                     registry=self.metrics.registry, app_name=self.service.name
                 )
             ],
-            logger=None,
+            # Per-message lines at DEBUG; handler exceptions still reach the log at ERROR.
+            log_level=logging.DEBUG,
         )
-        self.output = KafkaOutput(self.broker, s.topic_prefix)
+        self.output = KafkaOutput(self.service.name, s.topic_prefix, self.metrics)
         self.engine = Engine(
             self.service,
             self.db,
@@ -130,6 +143,7 @@ class Worker:
         )
         self.subscriber(self._on_batch)
         self._lag_task: asyncio.Task[None] | None = None
+        self._batches = 0
 
     async def _on_batch(self, message: KafkaMessage) -> None:
         raw = message.raw_message
@@ -152,18 +166,31 @@ class Worker:
             # The partitions moved to another worker mid-batch; it will see these records
             # again and the inbox turns them into replays. Nothing is lost.
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
+        self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        # run_worker turns automatic collection off: during a batch nearly every object is
+        # alive, so collections mid-batch traverse tens of thousands of objects and free
+        # nothing (measured: 8% of the worker's time). Between batches the young generations
+        # hold almost only garbage; a full collection now and then keeps old cycles bounded.
+        if gc.isenabled():
+            return
+        self._batches += 1
+        gc.collect(2 if self._batches % _FULL_COLLECTION_EVERY_BATCHES == 0 else 0)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def open_resources(self) -> None:
         configure_logging(self.settings.log_level)
+        self.metrics.watch_gc(self.service.name)
         await self.engine.setup()
-        self.output.raw_producer = AIOKafkaProducer(
+        self.output.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            enable_idempotence=True,
-            client_id=f"{self.service.name}-dlq",
+            enable_idempotence=True,  # implies acks=all: a publish is awaited until durable
+            linger_ms=2,
+            client_id=f"{self.service.name}-out",
         )
-        await self.output.raw_producer.start()
+        await self.output.producer.start()
         self._lag_task = asyncio.create_task(self._export_lag())
         log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
 
@@ -173,8 +200,8 @@ class Worker:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
-        if self.output.raw_producer is not None:
-            await self.output.raw_producer.stop()
+        if self.output.producer is not None:
+            await self.output.producer.stop()
         await self.mongo.close()
 
     async def start(self) -> None:

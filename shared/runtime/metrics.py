@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -17,6 +19,12 @@ class WorkerMetrics:
             "worker_events_total",
             "Input events by what the worker did with them.",
             ["service", "topic", "outcome"],  # processed|duplicate|dead_lettered|parked
+            registry=r,
+        )
+        self.published = Counter(
+            "worker_published_events_total",
+            "Output events published and acknowledged by the broker, by contract topic.",
+            ["service", "topic"],
             registry=r,
         )
         self.dead_letters = Counter(
@@ -35,7 +43,7 @@ class WorkerMetrics:
             "worker_batch_size_records",
             "Records per consumed batch.",
             ["service"],
-            buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000),
             registry=r,
         )
         self.batch_duration = Histogram(
@@ -58,3 +66,25 @@ class WorkerMetrics:
             ["service", "topic", "partition"],
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "worker_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation.",
+            ["service", "generation"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+
+    def watch_gc(self, service: str) -> None:
+        """Time every collection: batch workers allocate in bursts, and a full collection
+        over a large heap shows up as latency nobody can otherwise explain."""
+        started: dict[str, float] = {}
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started["at"] = time.perf_counter()
+            elif "at" in started:
+                self.gc_pause.labels(service, str(info["generation"])).observe(
+                    time.perf_counter() - started.pop("at")
+                )
+
+        gc.callbacks.append(callback)

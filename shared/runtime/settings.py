@@ -29,7 +29,7 @@ class WorkerSettings(BaseSettings):
     mongodb_database: str = "paylater"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    batch_max_records: int = 500
+    batch_max_records: int = 2000
     batch_timeout_ms: int = 20
     inbox_ttl_days: int = 14
     # How long an event that refers to something not seen yet is parked before rejection.

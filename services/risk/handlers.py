@@ -25,6 +25,13 @@ from shared.runtime.engine import Batch, Inbound
 SUPPORTED_CURRENCY = "EUR"
 
 
+def _reference_data_first(item: Inbound) -> int:
+    """Kafka orders records within a partition, never across topics: a batch may hold an
+    order before the registry record it needs. The batch commits as one, so apply merchants
+    and companies first (the sort is stable: each topic keeps its own order)."""
+    return 0 if isinstance(item.data, ev.MerchantConfigured | ev.CompanyRegistered) else 1
+
+
 class RiskMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter(
@@ -120,7 +127,7 @@ class RiskService:
         await self._preload(view, batch.items)
 
         outcomes: list[_Outcome] = []
-        for item in batch.items:
+        for item in sorted(batch.items, key=_reference_data_first):
             data = item.data
             if isinstance(data, ev.MerchantConfigured):
                 view.put_merchant(

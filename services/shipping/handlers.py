@@ -1,0 +1,378 @@
+"""Shipping: thin handling around the pure lifecycle in :mod:`services.shipping.domain`.
+
+Per batch: load the orders, merchants and invoice numbers the events refer to, apply each
+event in order in memory, store, emit. The engine wraps it in one MongoDB transaction with
+the inbox, so an event redelivered after a crash finds its effects (and its payout) already
+stored and replays the stored outputs instead of deciding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.shipping import domain
+from services.shipping.store import ShippingView, ensure_indexes, invoice_key
+from shared import events as ev
+from shared import topics
+from shared.money import cents, from_cents
+from shared.runtime.engine import Batch, Inbound
+
+# Events that change an order, by the field naming it.
+_ORDER_EVENTS = (
+    ev.OrderRequested,
+    ev.OrderDecided,
+    ev.OrderShipped,
+    ev.OrderCanceled,
+    ev.InvoiceCreditNoted,
+    ev.InvoiceSettled,
+    ev.DunningHandedOver,
+)
+
+
+# Kafka orders records within a partition, never across topics, so a batch may hold a
+# capture before the decision it needs, or a credit note before its capture. The batch
+# commits as one: apply what other events refer to first. (The sort is stable, so each
+# topic keeps its own order; what still arrives too early is parked.)
+_APPLY_ORDER = {
+    topics.MERCHANTS_CONFIGURED: 0,
+    topics.ORDERS_REQUESTED: 1,
+    topics.ORDERS_DECIDED: 2,
+    topics.ORDERS_SHIPPED: 3,
+    topics.INVOICES_CREDIT_NOTED: 4,
+    topics.DUNNING_HANDED_OVER: 5,
+    topics.INVOICES_SETTLED: 6,
+    topics.ORDERS_CANCELED: 7,
+}
+
+
+def _causes_first(item: Inbound) -> int:
+    return _APPLY_ORDER.get(item.topic, 9)
+
+
+class ShippingMetrics:
+    """Labels are merchant-independent: a closed set of reasons and currencies."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.payouts = Counter(
+            "shipping_payouts_instructed",
+            "Payouts instructed to merchants (exactly one per invoice).",
+            ["currency"],
+            registry=registry,
+        )
+        self.payout_amount = Counter(
+            "shipping_payouts_instructed_amount",
+            "Sum of payout amounts instructed, in currency units.",
+            ["currency"],
+            registry=registry,
+        )
+        self.clawbacks = Counter(
+            "shipping_clawbacks_instructed",
+            "Clawbacks instructed, by reason.",
+            ["reason", "currency"],
+            registry=registry,
+        )
+        self.clawback_amount = Counter(
+            "shipping_clawbacks_instructed_amount",
+            "Sum of clawback amounts instructed, in currency units.",
+            ["reason", "currency"],
+            registry=registry,
+        )
+        self.invoices = Counter(
+            "shipping_invoices_issued",
+            "Invoices issued (one per capture).",
+            ["currency"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "shipping_commands_rejected",
+            "Commands the lifecycle rules refused, by reason code.",
+            ["reason"],
+            registry=registry,
+        )
+
+
+def fingerprint(data: ev.EventData) -> str:
+    return hashlib.sha256(data.model_dump_json(by_alias=True).encode()).hexdigest()
+
+
+def to_money3(amount: ev.Amount) -> domain.Money3:
+    return domain.Money3(cents(amount.gross), cents(amount.net), cents(amount.tax))
+
+
+def to_amount(amount: domain.Money3) -> ev.Amount:
+    return ev.Amount(
+        gross=from_cents(amount.gross), net=from_cents(amount.net), tax=from_cents(amount.tax)
+    )
+
+
+class ShippingService:
+    name = "shipping"
+    input_topics: tuple[str, ...] = (
+        topics.MERCHANTS_CONFIGURED,
+        topics.ORDERS_REQUESTED,
+        topics.ORDERS_DECIDED,
+        topics.ORDERS_SHIPPED,
+        topics.ORDERS_CANCELED,
+        topics.INVOICES_CREDIT_NOTED,
+        topics.INVOICES_SETTLED,
+        topics.DUNNING_HANDED_OVER,
+        topics.CLOCK_TICKS,
+    )
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.metrics = ShippingMetrics(registry)
+        self.db: AsyncDatabase[dict[str, Any]] | None = None
+
+    async def setup(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.db = db
+        await ensure_indexes(db)
+
+    async def handle(self, batch: Batch) -> None:
+        assert self.db is not None, "setup() runs first"
+        view = ShippingView(batch.session, self.db)
+        await self._preload(view, batch.items)
+        for item in sorted(batch.items, key=_causes_first):
+            data = item.data
+            if isinstance(data, ev.MerchantConfigured):
+                view.put_merchant(
+                    domain.MerchantTerms(
+                        merchant_id=data.merchant_id,
+                        payout_iban=data.payout_iban,
+                        fee_percent=data.fee.percent,
+                        fee_fixed=cents(data.fee.fixed),
+                    )
+                )
+            elif isinstance(data, ev.ClockTick):
+                await self._on_tick(view, batch, item, data)
+            elif isinstance(data, _ORDER_EVENTS):
+                self._apply(view, batch, item, self._decide(view, data))
+        await view.flush()
+
+    async def _preload(self, view: ShippingView, items: list[Inbound]) -> None:
+        order_ids = [i.data.order_id for i in items if isinstance(i.data, _ORDER_EVENTS)]
+        await view.load_orders(order_ids)
+        merchant_ids = {o.merchant_id for o in view.orders.values() if o.merchant_id}
+        merchant_ids |= {i.data.merchant_id for i in items if isinstance(i.data, ev.OrderRequested)}
+        await view.load_merchants(merchant_ids)
+        keys = []
+        for item in items:
+            if isinstance(item.data, ev.OrderShipped):
+                merchant_id = view.order(item.data.order_id).merchant_id
+                if merchant_id is not None:
+                    keys.append(invoice_key(merchant_id, item.data.invoice_number))
+        await view.load_invoice_owners(keys)
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def _decide(self, view: ShippingView, data: ev.EventData) -> domain.Result:
+        assert isinstance(data, _ORDER_EVENTS)
+        order = view.order(data.order_id)
+        match data:
+            case ev.OrderRequested():
+                if order.approved_gross is not None:
+                    return domain.Result(order)  # risk judges duplicate order ids
+                return domain.record_terms(
+                    order,
+                    data.merchant_id,
+                    cents(data.amount.gross),
+                    data.duration_days,
+                    data.currency,
+                )
+            case ev.OrderDecided():
+                return domain.record_decision(
+                    order, data.state, data.decline_reason, data.viban, data.debtor_company_id
+                )
+            case ev.OrderShipped():
+                owner = None
+                if order.merchant_id is not None:
+                    key = invoice_key(order.merchant_id, data.invoice_number)
+                    owner = view.invoice_owners.get(key)
+                return domain.capture(
+                    order,
+                    view.merchants.get(order.merchant_id or ""),
+                    invoice_number=data.invoice_number,
+                    amount=to_money3(data.amount),
+                    shipped_at=data.shipped_at.astimezone(UTC),
+                    currency=data.currency,
+                    fingerprint=fingerprint(data),
+                    invoice_number_taken_by=owner,
+                )
+            case ev.OrderCanceled():
+                return domain.cancel(order)
+            case ev.InvoiceCreditNoted():
+                return domain.credit_note(
+                    order,
+                    invoice_number=data.invoice_number,
+                    credit_note_number=data.credit_note_number,
+                    amount=to_money3(data.amount),
+                    fingerprint=fingerprint(data),
+                )
+            case ev.InvoiceSettled():
+                return domain.settle(order, data.invoice_number)
+            case ev.DunningHandedOver():
+                return domain.hand_over(order, data.invoice_number)
+        raise AssertionError(f"unhandled {type(data).__name__}")
+
+    async def _on_tick(
+        self, view: ShippingView, batch: Batch, item: Inbound, tick: ev.ClockTick
+    ) -> None:
+        if item.is_retry:
+            return
+        today = tick.now.astimezone(UTC).date()
+        for order_id in await view.load_late_candidates(today):
+            result = domain.mark_late(view.orders[order_id], today)
+            self._apply(view, batch, item, result)
+
+    # -- storing and emitting -------------------------------------------------------------
+
+    def _apply(
+        self, view: ShippingView, batch: Batch, item: Inbound, result: domain.Result
+    ) -> None:
+        order = result.order
+        if result.park is not None:
+            if item.park_expired:
+                self._reject(
+                    batch,
+                    item,
+                    order.order_id,
+                    domain.Rejection(result.park.code, result.park.detail),
+                )
+            else:
+                batch.park(item, result.park.code)
+            return
+        if result.rejection is not None:
+            self._reject(batch, item, order.order_id, result.rejection)
+            return
+        if order is view.orders.get(order.order_id) and not result.effects:
+            return  # nothing changed
+        view.put_order(order)
+        for effect in result.effects:
+            self._emit(view, batch, item, order, effect)
+
+    def _emit(
+        self,
+        view: ShippingView,
+        batch: Batch,
+        item: Inbound,
+        order: domain.Order,
+        effect: domain.Effect,
+    ) -> None:
+        currency = order.currency
+        match effect:
+            case domain.InvoiceIssued(invoice=invoice):
+                assert order.merchant_id
+                assert order.viban
+                assert order.company_id
+                view.claim_invoice_number(order.merchant_id, invoice.invoice_number, order.order_id)
+                batch.emit(
+                    item,
+                    ev.InvoiceIssued(
+                        invoice_number=invoice.invoice_number,
+                        order_id=order.order_id,
+                        merchant_id=order.merchant_id,
+                        amount=to_amount(invoice.amount),
+                        issued_on=invoice.issued_on,
+                        due_on=invoice.due_on,
+                        viban=order.viban,
+                        debtor_company_id=order.company_id,
+                        currency=currency,
+                    ),
+                )
+                batch.after_commit.append(lambda: self.metrics.invoices.labels(currency).inc())
+            case domain.InvoiceStateChanged(invoice_number=number, from_=from_, to=to):
+                batch.emit(
+                    item,
+                    ev.InvoiceStateChanged(
+                        invoice_number=number, order_id=order.order_id, from_=from_, to=to
+                    ),
+                )
+            case domain.OrderStateChanged(from_=from_, to=to):
+                batch.emit(item, ev.OrderStateChanged(order_id=order.order_id, from_=from_, to=to))
+            case domain.PayoutInstructed() as payout:
+                amount = from_cents(payout.amount)
+                batch.emit(
+                    item,
+                    ev.PayoutInstructed(
+                        payout_id=payout.payout_id,
+                        order_id=order.order_id,
+                        invoice_number=payout.invoice_number,
+                        merchant_id=payout.merchant_id,
+                        gross=from_cents(payout.gross),
+                        fee=from_cents(payout.fee),
+                        payout_amount=amount,
+                        payout_iban=payout.payout_iban,
+                        currency=currency,
+                    ),
+                )
+                view.record_payout(
+                    {
+                        "_id": payout.payout_id,
+                        "order_id": order.order_id,
+                        "invoice_number": payout.invoice_number,
+                        "merchant_id": payout.merchant_id,
+                        "gross_cents": payout.gross,
+                        "fee_cents": payout.fee,
+                        "amount_cents": payout.amount,
+                        "currency": currency,
+                        "caused_by": item.event.id,
+                        "at": item.now,
+                    }
+                )
+
+                def count_payout() -> None:
+                    self.metrics.payouts.labels(currency).inc()
+                    self.metrics.payout_amount.labels(currency).inc(float(amount))
+
+                batch.after_commit.append(count_payout)
+            case domain.ClawbackInstructed() as clawback:
+                amount = from_cents(clawback.amount)
+                reason = clawback.reason
+                batch.emit(
+                    item,
+                    ev.PayoutClawbackInstructed(
+                        clawback_id=clawback.clawback_id,
+                        order_id=order.order_id,
+                        invoice_number=clawback.invoice_number,
+                        amount=amount,
+                        reason=reason,
+                        currency=currency,
+                    ),
+                )
+                view.record_clawback(
+                    {
+                        "_id": clawback.clawback_id,
+                        "order_id": order.order_id,
+                        "invoice_number": clawback.invoice_number,
+                        "amount_cents": clawback.amount,
+                        "reason": reason,
+                        "currency": currency,
+                        "caused_by": item.event.id,
+                        "at": item.now,
+                    }
+                )
+
+                def count_clawback() -> None:
+                    self.metrics.clawbacks.labels(reason, currency).inc()
+                    self.metrics.clawback_amount.labels(reason, currency).inc(float(amount))
+
+                batch.after_commit.append(count_clawback)
+
+    def _reject(
+        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
+    ) -> None:
+        batch.emit(
+            item,
+            ev.CommandRejected(
+                command_id=item.event.id,
+                command_type=item.event.type,
+                order_id=order_id,
+                reason=rejection.reason,
+            ),
+        )
+        code = rejection.code
+        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())

@@ -1,0 +1,252 @@
+"""The shipping service's MongoDB documents.
+
+One document per order holds its invoices, so a capture, a cancel or a credit note is one
+document write. Writes are guarded by the order's version inside the batch's transaction:
+two workers that both read version n cannot both write n+1. Beside the orders, two ledgers
+(``payouts``, ``clawbacks``) hold one document per instruction under its deterministic id
+(the unique ``_id`` makes a second payout for an invoice impossible even if the domain were
+wrong), each naming the event that caused it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from pymongo import ASCENDING, InsertOne, ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.shipping.domain import Invoice, MerchantTerms, Money3, Order
+from shared.runtime.transient import ConcurrencyConflict
+
+Doc = dict[str, Any]
+LATE_SCAN_LIMIT = 1000
+
+
+async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
+    # Orders with an invoice that may turn late: the earliest due date among paid-out ones.
+    await db["orders"].create_index([("next_due_on", ASCENDING)], sparse=True)
+    await db["payouts"].create_index([("order_id", ASCENDING)])
+    await db["clawbacks"].create_index([("order_id", ASCENDING)])
+
+
+def invoice_to_doc(invoice: Invoice) -> Doc:
+    return {
+        "invoice_number": invoice.invoice_number,
+        "gross_cents": invoice.amount.gross,
+        "net_cents": invoice.amount.net,
+        "tax_cents": invoice.amount.tax,
+        "shipped_at": invoice.shipped_at,
+        "issued_on": invoice.issued_on.isoformat(),
+        "due_on": invoice.due_on.isoformat(),
+        "fee_cents": invoice.fee,
+        "payout_cents": invoice.payout,
+        "payout_id": invoice.payout_id,
+        "capture_fingerprint": invoice.capture_fingerprint,
+        "state": invoice.state,
+        "credited_cents": invoice.credited,
+        "clawed_back_cents": invoice.clawed_back,
+        "handed_over": invoice.handed_over,
+        "credit_notes": invoice.credit_notes,
+    }
+
+
+def invoice_from_doc(doc: Doc) -> Invoice:
+    return Invoice(
+        invoice_number=doc["invoice_number"],
+        amount=Money3(doc["gross_cents"], doc["net_cents"], doc["tax_cents"]),
+        shipped_at=doc["shipped_at"],
+        issued_on=date.fromisoformat(doc["issued_on"]),
+        due_on=date.fromisoformat(doc["due_on"]),
+        fee=doc["fee_cents"],
+        payout=doc["payout_cents"],
+        payout_id=doc["payout_id"],
+        capture_fingerprint=doc["capture_fingerprint"],
+        state=doc["state"],
+        credited=doc["credited_cents"],
+        clawed_back=doc["clawed_back_cents"],
+        handed_over=doc["handed_over"],
+        credit_notes=dict(doc["credit_notes"]),
+    )
+
+
+def order_to_doc(order: Order) -> Doc:
+    due = [i.due_on for i in order.invoices if i.state == "paid_out"]
+    doc: Doc = {
+        "_id": order.order_id,
+        "merchant_id": order.merchant_id,
+        "approved_gross_cents": order.approved_gross,
+        "duration_days": order.duration_days,
+        "currency": order.currency,
+        "decision": order.decision,
+        "decline_reason": order.decline_reason,
+        "viban": order.viban,
+        "company_id": order.company_id,
+        "state": order.state,
+        "invoices": [invoice_to_doc(i) for i in order.invoices],
+        "version": order.version,
+    }
+    if due:
+        doc["next_due_on"] = min(due).isoformat()
+    return doc
+
+
+def order_from_doc(doc: Doc) -> Order:
+    return Order(
+        order_id=doc["_id"],
+        merchant_id=doc["merchant_id"],
+        approved_gross=doc["approved_gross_cents"],
+        duration_days=doc["duration_days"],
+        currency=doc["currency"],
+        decision=doc["decision"],
+        decline_reason=doc["decline_reason"],
+        viban=doc["viban"],
+        company_id=doc["company_id"],
+        state=doc["state"],
+        invoices=[invoice_from_doc(i) for i in doc["invoices"]],
+        version=doc["version"],
+    )
+
+
+def merchant_from_doc(doc: Doc) -> MerchantTerms:
+    return MerchantTerms(
+        merchant_id=doc["_id"],
+        payout_iban=doc["payout_iban"],
+        fee_percent=Decimal(doc["fee_percent"]),
+        fee_fixed=doc["fee_fixed_cents"],
+    )
+
+
+def merchant_to_doc(merchant: MerchantTerms) -> Doc:
+    return {
+        "_id": merchant.merchant_id,
+        "payout_iban": merchant.payout_iban,
+        "fee_percent": str(merchant.fee_percent),
+        "fee_fixed_cents": merchant.fee_fixed,
+    }
+
+
+def invoice_key(merchant_id: str, invoice_number: str) -> str:
+    return f"{merchant_id}/{invoice_number}"
+
+
+@dataclass
+class ShippingView:
+    """What one batch reads and writes, loaded with a few ``$in`` queries."""
+
+    session: AsyncClientSession
+    db: AsyncDatabase[Doc]
+    orders: dict[str, Order] = field(default_factory=dict)
+    loaded_versions: dict[str, int] = field(default_factory=dict)
+    merchants: dict[str, MerchantTerms] = field(default_factory=dict)
+    invoice_owners: dict[str, str] = field(default_factory=dict)  # merchant/invoice -> order
+    dirty_orders: set[str] = field(default_factory=set)
+    dirty_merchants: set[str] = field(default_factory=set)
+    new_invoice_keys: dict[str, str] = field(default_factory=dict)
+    payouts: list[Doc] = field(default_factory=list)
+    clawbacks: list[Doc] = field(default_factory=list)
+
+    async def load_orders(self, order_ids: Iterable[str]) -> None:
+        wanted = list(set(order_ids) - self.orders.keys())
+        if not wanted:
+            return
+        async for doc in self.db["orders"].find({"_id": {"$in": wanted}}, session=self.session):
+            self._keep_loaded(order_from_doc(doc))
+
+    async def load_late_candidates(self, today: date) -> list[str]:
+        cursor = (
+            self.db["orders"]
+            .find({"next_due_on": {"$lt": today.isoformat()}}, session=self.session)
+            .sort("next_due_on", ASCENDING)
+            .limit(LATE_SCAN_LIMIT)
+        )
+        found = []
+        async for doc in cursor:
+            if doc["_id"] not in self.orders:
+                self._keep_loaded(order_from_doc(doc))
+            found.append(doc["_id"])
+        return found
+
+    def _keep_loaded(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self.loaded_versions[order.order_id] = order.version
+
+    async def load_merchants(self, merchant_ids: Iterable[str]) -> None:
+        wanted = list(set(merchant_ids) - self.merchants.keys())
+        if not wanted:
+            return
+        async for doc in self.db["merchants"].find({"_id": {"$in": wanted}}, session=self.session):
+            self.merchants[doc["_id"]] = merchant_from_doc(doc)
+
+    async def load_invoice_owners(self, keys: Iterable[str]) -> None:
+        wanted = list(set(keys) - self.invoice_owners.keys())
+        if not wanted:
+            return
+        async for doc in self.db["invoice_numbers"].find(
+            {"_id": {"$in": wanted}}, session=self.session
+        ):
+            self.invoice_owners[doc["_id"]] = doc["order_id"]
+
+    def order(self, order_id: str) -> Order:
+        return self.orders.get(order_id) or Order(order_id=order_id)
+
+    def put_order(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self.dirty_orders.add(order.order_id)
+
+    def put_merchant(self, merchant: MerchantTerms) -> None:
+        self.merchants[merchant.merchant_id] = merchant
+        self.dirty_merchants.add(merchant.merchant_id)
+
+    def claim_invoice_number(self, merchant_id: str, invoice_number: str, order_id: str) -> None:
+        key = invoice_key(merchant_id, invoice_number)
+        if key not in self.invoice_owners:
+            self.invoice_owners[key] = order_id
+            self.new_invoice_keys[key] = order_id
+
+    def record_payout(self, doc: Doc) -> None:
+        self.payouts.append(doc)
+
+    def record_clawback(self, doc: Doc) -> None:
+        self.clawbacks.append(doc)
+
+    async def flush(self) -> None:
+        s = self.session
+        if self.dirty_merchants:
+            await self.db["merchants"].bulk_write(
+                [
+                    ReplaceOne({"_id": m}, merchant_to_doc(self.merchants[m]), upsert=True)
+                    for m in sorted(self.dirty_merchants)
+                ],
+                ordered=False,
+                session=s,
+            )
+        ops: list[Any] = []
+        guarded = 0
+        for order_id in sorted(self.dirty_orders):
+            order = self.orders[order_id]
+            read = self.loaded_versions.get(order_id)
+            order.version = (read or 0) + 1
+            if read is None:
+                ops.append(InsertOne(order_to_doc(order)))
+            else:
+                guarded += 1
+                ops.append(ReplaceOne({"_id": order_id, "version": read}, order_to_doc(order)))
+        if ops:
+            result = await self.db["orders"].bulk_write(ops, ordered=False, session=s)
+            if result.matched_count != guarded:
+                raise ConcurrencyConflict("an order changed since it was read")
+        if self.new_invoice_keys:
+            await self.db["invoice_numbers"].insert_many(
+                [{"_id": k, "order_id": o} for k, o in self.new_invoice_keys.items()],
+                ordered=False,
+                session=s,
+            )
+        if self.payouts:
+            await self.db["payouts"].insert_many(self.payouts, ordered=False, session=s)
+        if self.clawbacks:
+            await self.db["clawbacks"].insert_many(self.clawbacks, ordered=False, session=s)

@@ -1,0 +1,251 @@
+"""The shipping lifecycle as pure functions: each transition, and the payout invariant over
+hypothesis-generated event sequences with every event delivered twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.shipping import domain as d
+
+SHIPPED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+MERCHANT = d.MerchantTerms("m-1", "DE89370400440532013000", Decimal("1.90"), 25)
+
+
+def approved(gross: int = 100_000, duration_days: int = 30) -> d.Order:
+    order = d.record_terms(d.Order("o-1"), "m-1", gross, duration_days, "EUR").order
+    return d.record_decision(order, "created", None, "DE02120300000000202051", "c-1").order
+
+
+def money(gross: int) -> d.Money3:
+    tax = gross * 19 // 119
+    return d.Money3(gross, gross - tax, tax)
+
+
+def ship(order: d.Order, number: str, gross: int, fp: str | None = None) -> d.Result:
+    return d.capture(
+        order,
+        MERCHANT,
+        invoice_number=number,
+        amount=money(gross),
+        shipped_at=SHIPPED_AT,
+        currency="EUR",
+        fingerprint=fp or f"{number}/{gross}",
+    )
+
+
+def credit(order: d.Order, number: str, note: str, gross: int) -> d.Result:
+    return d.credit_note(
+        order,
+        invoice_number=number,
+        credit_note_number=note,
+        amount=money(gross),
+        fingerprint=f"{note}/{gross}",
+    )
+
+
+def kinds(result: d.Result) -> list[str]:
+    return [type(e).__name__ for e in result.effects]
+
+
+def test_fee_is_percent_plus_fixed_rounded_half_even() -> None:
+    # 1.90 % of 1190.00 = 22.61 exactly; + 0.25
+    assert d.fee_cents(119_000, Decimal("1.90"), 25) == 2_286
+    # 2.5 % of 0.10 = 0.0025 EUR = 0.25 cent -> 0; 2.5 % of 0.30 = 0.75 cent -> 1
+    assert d.fee_cents(10, Decimal("2.5"), 0) == 0
+    assert d.fee_cents(30, Decimal("2.5"), 0) == 1
+    # half-even: 0.5 cent -> 0, 1.5 cent -> 2
+    assert d.fee_cents(20, Decimal("2.5"), 0) == 0
+    assert d.fee_cents(60, Decimal("2.5"), 0) == 2
+    # never more than the invoice
+    assert d.fee_cents(10, Decimal("1"), 25) == 10
+
+
+def test_a_full_capture_issues_an_invoice_pays_out_once_and_ships_the_order() -> None:
+    result = ship(approved(119_000, 14), "INV-1", 119_000)
+    assert kinds(result) == [
+        "InvoiceIssued",
+        "InvoiceStateChanged",
+        "PayoutInstructed",
+        "InvoiceStateChanged",
+        "OrderStateChanged",
+    ]
+    payout = next(e for e in result.effects if isinstance(e, d.PayoutInstructed))
+    assert (payout.gross, payout.fee, payout.amount) == (119_000, 2_286, 116_714)
+    assert payout.payout_id == d.payout_id_for("o-1", "INV-1")
+    invoice = result.order.invoices[0]
+    assert invoice.due_on == date(2026, 12, 4)
+    assert result.order.state == "shipped"
+    again = ship(result.order, "INV-1", 119_000)
+    assert again.effects == () and again.rejection is None
+
+
+def test_partial_captures_each_get_an_invoice_until_the_approved_gross() -> None:
+    first = ship(approved(100_000), "INV-1", 40_000)
+    assert first.order.state == "partially_shipped"
+    second = ship(first.order, "INV-2", 60_000)
+    assert second.order.state == "shipped"
+    assert [i.invoice_number for i in second.order.invoices] == ["INV-1", "INV-2"]
+    over = ship(first.order, "INV-2", 60_001)
+    assert over.rejection is not None and over.rejection.code == "over_capture"
+    assert over.order is first.order
+
+
+def test_refusals_name_their_reason() -> None:
+    order = ship(approved(), "INV-1", 10_000).order
+    reused = ship(order, "INV-1", 20_000)
+    assert reused.rejection is not None and reused.rejection.code == "invoice_number_reused"
+    declined = d.record_decision(
+        d.record_terms(d.Order("o-2"), "m-1", 100, 30, "EUR").order,
+        "declined",
+        "risk_policy",
+        None,
+        None,
+    ).order
+    refused = ship(declined, "INV-9", 100)
+    assert refused.rejection is not None and refused.rejection.code == "order_declined"
+    unknown = ship(d.Order("o-3"), "INV-1", 100)
+    assert unknown.park is not None and unknown.park.code == "unknown_order"
+
+
+def test_cancel_before_capture_is_free_and_after_capture_claws_back_the_payout() -> None:
+    free = d.cancel(approved())
+    assert kinds(free) == ["OrderStateChanged"] and free.order.state == "canceled"
+
+    shipped = ship(approved(100_000), "INV-1", 40_000).order
+    canceled = d.cancel(shipped)
+    clawback = next(e for e in canceled.effects if isinstance(e, d.ClawbackInstructed))
+    invoice = shipped.invoices[0]
+    assert clawback.amount == invoice.payout and clawback.reason == "canceled"
+    assert canceled.order.invoices[0].state == "canceled"
+    assert d.cancel(canceled.order).rejection is not None
+
+
+def test_cancel_after_hand_over_is_refused() -> None:
+    shipped = ship(approved(), "INV-1", 40_000).order
+    handed = d.hand_over(shipped, "INV-1").order
+    refused = d.cancel(handed)
+    assert refused.rejection is not None
+    assert refused.rejection.code == "handed_over_to_collection"
+
+
+def test_credit_notes_claw_back_what_was_paid_above_the_new_amount() -> None:
+    shipped = ship(approved(100_000), "INV-1", 10_000).order  # fee 1.90 % = 190 + 25, payout 9_785
+    payout = shipped.invoices[0].payout
+    assert payout == 9_785
+    small = credit(shipped, "INV-1", "CN-1", 40)  # worth 9_960 >= 9_785: nothing back
+    assert small.effects == ()
+    bigger = credit(small.order, "INV-1", "CN-2", 1_000)  # worth 8_960: 825 back
+    back = [e for e in bigger.effects if isinstance(e, d.ClawbackInstructed)]
+    assert [c.amount for c in back] == [825]
+    rest = credit(bigger.order, "INV-1", "CN-3", 8_960)  # fully credited: canceled
+    assert [type(e).__name__ for e in rest.effects] == ["ClawbackInstructed", "InvoiceStateChanged"]
+    assert rest.order.invoices[0].state == "canceled"
+    assert rest.order.invoices[0].clawed_back == payout
+    too_much = credit(bigger.order, "INV-1", "CN-4", 8_961)
+    assert too_much.rejection is not None
+    assert too_much.rejection.code == "credit_exceeds_open_amount"
+
+
+def test_settled_invoices_complete_a_shipped_order_and_late_ones_are_marked() -> None:
+    order = ship(approved(100_000, 7), "INV-1", 100_000).order
+    due = order.invoices[0].due_on
+    assert d.mark_late(order, due).effects == ()
+    late = d.mark_late(order, due + timedelta(days=1))
+    assert late.order.invoices[0].state == "late"
+    done = d.settle(late.order, "INV-1")
+    assert done.order.state == "complete"
+    assert kinds(done) == ["InvoiceStateChanged", "OrderStateChanged"]
+
+
+# -- the payout invariant ---------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    payouts: dict[str, d.PayoutInstructed] = field(default_factory=dict)
+    payout_count: int = 0
+    clawbacks: dict[str, int] = field(default_factory=dict)
+    clawback_count: int = 0
+
+    def record(self, result: d.Result) -> None:
+        for effect in result.effects:
+            if isinstance(effect, d.PayoutInstructed):
+                self.payout_count += 1
+                self.payouts[effect.invoice_number] = effect
+            elif isinstance(effect, d.ClawbackInstructed):
+                self.clawback_count += 1
+                self.clawbacks[effect.clawback_id] = effect.amount
+
+
+invoice_numbers = st.sampled_from(["INV-1", "INV-2", "INV-3", "INV-4"])
+commands = st.one_of(
+    st.tuples(st.just("ship"), invoice_numbers, st.integers(1, 60_000)),
+    st.tuples(
+        st.just("credit"),
+        invoice_numbers,
+        st.sampled_from(["CN-1", "CN-2", "CN-3"]),
+        st.integers(1, 60_000),
+    ),
+    st.tuples(st.just("cancel")),
+    st.tuples(st.just("settle"), invoice_numbers),
+    st.tuples(st.just("hand_over"), invoice_numbers),
+)
+
+
+def apply(order: d.Order, command: tuple[object, ...]) -> d.Result:
+    match command:
+        case ("ship", str(number), int(gross)):
+            return ship(order, number, gross)
+        case ("credit", str(number), str(note), int(gross)):
+            return credit(order, number, note, gross)
+        case ("cancel",):
+            return d.cancel(order)
+        case ("settle", str(number)):
+            return d.settle(order, number)
+        case ("hand_over", str(number)):
+            return d.hand_over(order, number)
+    raise AssertionError(command)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    gross=st.integers(1, 150_000),
+    percent=st.decimals("0", "5", places=2),
+    fixed=st.integers(0, 100),
+    script=st.lists(commands, max_size=25),
+)
+def test_every_invoice_is_paid_out_once_and_clawbacks_match_what_is_owed(
+    gross: int, percent: Decimal, fixed: int, script: list[tuple[object, ...]]
+) -> None:
+    global MERCHANT
+    saved, MERCHANT = MERCHANT, d.MerchantTerms("m-1", "DE89370400440532013000", percent, fixed)
+    try:
+        order, ledger = approved(gross), Ledger()
+        for command in script:
+            for _ in range(2):  # every command is delivered twice
+                result = apply(order, command)
+                ledger.record(result)
+                if result.changed:
+                    order = result.order
+        invoices = order.invoices
+        # exactly one payout per issued invoice, and Σ payouts = Σ (gross - fee)
+        assert ledger.payout_count == len(invoices) == len(ledger.payouts)
+        assert sum(p.amount for p in ledger.payouts.values()) == sum(
+            i.amount.gross - i.fee for i in invoices
+        )
+        for invoice in invoices:
+            assert invoice.fee == d.fee_cents(invoice.amount.gross, percent, fixed)
+            assert 0 <= invoice.credited <= invoice.amount.gross
+        # Σ clawbacks = what cancellations and credit notes owe, each id used once
+        assert ledger.clawback_count == len(ledger.clawbacks)
+        assert sum(ledger.clawbacks.values()) == sum(i.owed_back() for i in invoices)
+        assert all(amount > 0 for amount in ledger.clawbacks.values())
+        # never capture more than approved
+        assert order.captured <= gross
+    finally:
+        MERCHANT = saved

@@ -339,6 +339,9 @@ class Engine:
                 await self._store_effects(batch)
         for callback in batch.after_commit:
             callback()
+        # The callbacks close over the batch: drop them, or the batch (every event, model and
+        # output it holds) lives on in a reference cycle until the cyclic collector runs.
+        batch.after_commit.clear()
         for topic in duplicate_topics:
             self.metrics.events.labels(self.service.name, topic, "duplicate").inc()
         if duplicate_topics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +14,14 @@ from shared.events import (
     Fee,
     LineItem,
     MerchantConfigured,
+    DunningHandedOver,
+    InvoiceCreditNoted,
+    InvoiceSettled,
+    OrderCanceled,
+    OrderDecided,
     OrderRequested,
     OrderReviewed,
+    OrderShipped,
 )
 
 # Valid German VAT ids (ISO 7064 check digit), so python-stdnum accepts them.
@@ -119,3 +126,72 @@ def order(
 def review(order_id: str, outcome: str = "approve", **overrides: Any) -> OrderReviewed:
     fields: dict[str, Any] = {"order_id": order_id, "outcome": outcome, "reviewer": "ops-anna"}
     return OrderReviewed(**(fields | overrides))
+
+
+VIBAN = "DE02120300000000202051"
+SHIPPED_AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def decided(order_id: str = "o-1", state: str = "created", **overrides: Any) -> OrderDecided:
+    """What the risk service publishes; lets shipping tests run without it."""
+    fields: dict[str, Any] = {
+        "order_id": order_id,
+        "merchant_id": "m-1",
+        "state": state,
+        "decline_reason": "risk_policy" if state == "declined" else None,
+        "debtor_company_id": "c-1" if state != "declined" else None,
+        "viban": VIBAN if state == "created" else None,
+        "ruleset_version": "test",
+        "rule_hits": [],
+    }
+    return OrderDecided(**(fields | overrides))
+
+
+def shipment(
+    order_id: str = "o-1", invoice_number: str = "INV-1", gross: str = "1190.00", **overrides: Any
+) -> OrderShipped:
+    fields: dict[str, Any] = {
+        "order_id": order_id,
+        "invoice_number": invoice_number,
+        "amount": amount(gross),
+        "shipped_at": SHIPPED_AT,
+    }
+    return OrderShipped(**(fields | overrides))
+
+
+def cancellation(order_id: str = "o-1") -> OrderCanceled:
+    return OrderCanceled(order_id=order_id, reason="customer withdrew")
+
+
+def credit_note(
+    order_id: str = "o-1",
+    invoice_number: str = "INV-1",
+    credit_note_number: str = "CN-1",
+    gross: str = "119.00",
+) -> InvoiceCreditNoted:
+    return InvoiceCreditNoted(
+        order_id=order_id,
+        invoice_number=invoice_number,
+        credit_note_number=credit_note_number,
+        amount=amount(gross),
+    )
+
+
+def settled(
+    order_id: str = "o-1", invoice_number: str = "INV-1", paid: str = "1190.00"
+) -> InvoiceSettled:
+    return InvoiceSettled(
+        invoice_number=invoice_number,
+        order_id=order_id,
+        settled_on=date(2026, 12, 1),
+        paid_total=Decimal(paid),
+    )
+
+
+def handed_over(order_id: str = "o-1", invoice_number: str = "INV-1") -> DunningHandedOver:
+    return DunningHandedOver(
+        invoice_number=invoice_number,
+        order_id=order_id,
+        amount_due=Decimal("1190.00"),
+        handed_over_on=date(2027, 1, 19),
+    )

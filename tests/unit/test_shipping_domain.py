@@ -26,10 +26,16 @@ def money(gross: int) -> d.Money3:
     return d.Money3(gross, gross - tax, tax)
 
 
-def ship(order: d.Order, number: str, gross: int, fp: str | None = None) -> d.Result:
+def ship(
+    order: d.Order,
+    number: str,
+    gross: int,
+    fp: str | None = None,
+    merchant: d.MerchantTerms = MERCHANT,
+) -> d.Result:
     return d.capture(
         order,
-        MERCHANT,
+        merchant,
         invoice_number=number,
         amount=money(gross),
         shipped_at=SHIPPED_AT,
@@ -197,10 +203,10 @@ commands = st.one_of(
 )
 
 
-def apply(order: d.Order, command: tuple[object, ...]) -> d.Result:
+def apply(order: d.Order, command: tuple[object, ...], merchant: d.MerchantTerms) -> d.Result:
     match command:
         case ("ship", str(number), int(gross)):
-            return ship(order, number, gross)
+            return ship(order, number, gross, merchant=merchant)
         case ("credit", str(number), str(note), int(gross)):
             return credit(order, number, note, gross)
         case ("cancel",):
@@ -222,30 +228,26 @@ def apply(order: d.Order, command: tuple[object, ...]) -> d.Result:
 def test_every_invoice_is_paid_out_once_and_clawbacks_match_what_is_owed(
     gross: int, percent: Decimal, fixed: int, script: list[tuple[object, ...]]
 ) -> None:
-    global MERCHANT
-    saved, MERCHANT = MERCHANT, d.MerchantTerms("m-1", "DE89370400440532013000", percent, fixed)
-    try:
-        order, ledger = approved(gross), Ledger()
-        for command in script:
-            for _ in range(2):  # every command is delivered twice
-                result = apply(order, command)
-                ledger.record(result)
-                if result.changed:
-                    order = result.order
-        invoices = order.invoices
-        # exactly one payout per issued invoice, and Σ payouts = Σ (gross - fee)
-        assert ledger.payout_count == len(invoices) == len(ledger.payouts)
-        assert sum(p.amount for p in ledger.payouts.values()) == sum(
-            i.amount.gross - i.fee for i in invoices
-        )
-        for invoice in invoices:
-            assert invoice.fee == d.fee_cents(invoice.amount.gross, percent, fixed)
-            assert 0 <= invoice.credited <= invoice.amount.gross
-        # Σ clawbacks = what cancellations and credit notes owe, each id used once
-        assert ledger.clawback_count == len(ledger.clawbacks)
-        assert sum(ledger.clawbacks.values()) == sum(i.owed_back() for i in invoices)
-        assert all(amount > 0 for amount in ledger.clawbacks.values())
-        # never capture more than approved
-        assert order.captured <= gross
-    finally:
-        MERCHANT = saved
+    merchant = d.MerchantTerms("m-1", "DE89370400440532013000", percent, fixed)
+    order, ledger = approved(gross), Ledger()
+    for command in script:
+        for _ in range(2):  # every command is delivered twice
+            result = apply(order, command, merchant)
+            ledger.record(result)
+            if result.changed:
+                order = result.order
+    invoices = order.invoices
+    # exactly one payout per issued invoice, and Σ payouts = Σ (gross - fee)
+    assert ledger.payout_count == len(invoices) == len(ledger.payouts)
+    assert sum(p.amount for p in ledger.payouts.values()) == sum(
+        i.amount.gross - i.fee for i in invoices
+    )
+    for invoice in invoices:
+        assert invoice.fee == d.fee_cents(invoice.amount.gross, percent, fixed)
+        assert 0 <= invoice.credited <= invoice.amount.gross
+    # Σ clawbacks = what cancellations and credit notes owe, each id used once
+    assert ledger.clawback_count == len(ledger.clawbacks)
+    assert sum(ledger.clawbacks.values()) == sum(i.owed_back() for i in invoices)
+    assert all(amount > 0 for amount in ledger.clawbacks.values())
+    # never capture more than approved
+    assert order.captured <= gross

@@ -1,15 +1,16 @@
-"""Benchmark: the risk worker against the ceiling of a bare aiokafka relay, in one run.
+"""Benchmark: each service's worker against the ceiling of a bare aiokafka relay, in one run.
 
-    make bench                       # or: python -m bench.run --orders 20000
-    python -m bench.run --orders 5000 --rate 1000 --json docs/bench/risk.json
+    make bench                       # both services; or: python -m bench.run --orders 20000
+    python -m bench.run --service shipping --orders 5000 --json docs/bench/shipping.json
 
-Three measurements on the same broker and database, one after another:
+For each service, three measurements on the same broker and database, one after another:
 
-1. ceiling: a bare aiokafka consume -> produce -> commit loop over N order records;
-2. throughput: N orders are queued first, then one risk worker *process* starts and decides
-   them; decisions/s = decisions / (last decision - first decision), by record timestamps;
-3. latency: with the worker caught up, orders are sent at a steady rate below capacity and
-   each decision's latency is its record timestamp minus its order's record timestamp.
+1. ceiling: a bare aiokafka consume -> produce -> commit loop over the same N input records;
+2. throughput: one worker *process* starts, consumes the reference data it needs, then N
+   inputs are queued (risk: orders; shipping: captures of approved orders); rate = outputs /
+   (last output - first output), by record timestamps;
+3. latency: with the worker caught up, inputs at a steady rate below capacity; each one's
+   latency is its output's record timestamp minus its own record timestamp.
 
 Reports ratios to the ceiling measured in the same run, so figures compare across machines.
 """
@@ -24,6 +25,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,9 +48,11 @@ COMPANIES = 1000
 
 @dataclass
 class Report:
+    service: str
+    unit: str  # what the rate counts: decisions, captures
     orders: int
     ceiling_records_per_s: float
-    risk_decisions_per_s: float
+    per_s: float
     ratio_to_ceiling: float
     latency_orders: int
     latency_rate_per_s: float
@@ -149,15 +153,79 @@ async def wait_consumed(
         await admin.close()
 
 
-async def measure(args: argparse.Namespace) -> Report:
+@dataclass(frozen=True)
+class Scenario:
+    """What one service's benchmark feeds and reads. Inputs and outputs are keyed by order id,
+    so an output is matched to its input by record key."""
+
+    service: str
+    unit: str
+    input_topic: str
+    output_topic: str
+    reference_topics: tuple[str, ...]
+    # (throughput tag, latency tag, counts) -> reference events, consumed before any input
+    reference: Callable[[int, int], list[EventData]]
+    inputs: Callable[[str, int], list[EventData]]
+
+
+def risk_scenario() -> Scenario:
+    def reference(n: int, m: int) -> list[EventData]:
+        return [ex.merchant("m-bench"), *(company_for(i) for i in range(COMPANIES))]
+
+    return Scenario(
+        service="risk",
+        unit="decisions",
+        input_topic=topics.ORDERS_REQUESTED,
+        output_topic=topics.ORDERS_DECIDED,
+        reference_topics=(topics.MERCHANTS_CONFIGURED, topics.COMPANIES_REGISTERED),
+        reference=reference,
+        inputs=order_events,
+    )
+
+
+def shipping_scenario() -> Scenario:
+    def approved(tag: str, count: int) -> list[EventData]:
+        out: list[EventData] = []
+        for i in range(count):
+            order_id = f"{tag}-{i}"
+            out.append(ex.order(order_id, merchant_id="m-bench", gross="119.00"))
+            out.append(ex.decided(order_id, merchant_id="m-bench"))
+        return out
+
+    def reference(n: int, m: int) -> list[EventData]:
+        return [ex.merchant("m-bench"), *approved("t", n), *approved("l", m)]
+
+    def captures(tag: str, count: int) -> list[EventData]:
+        return [ex.shipment(f"{tag}-{i}", f"INV-{tag}-{i}", gross="119.00") for i in range(count)]
+
+    return Scenario(
+        service="shipping",
+        unit="captures",
+        input_topic=topics.ORDERS_SHIPPED,
+        output_topic=topics.PAYOUTS_INSTRUCTED,
+        reference_topics=(
+            topics.MERCHANTS_CONFIGURED,
+            topics.ORDERS_REQUESTED,
+            topics.ORDERS_DECIDED,
+        ),
+        reference=reference,
+        inputs=captures,
+    )
+
+
+SCENARIOS = {"risk": risk_scenario, "shipping": shipping_scenario}
+
+
+async def measure(scenario: Scenario, args: argparse.Namespace) -> Report:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     mongo = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
     run_id = time.strftime("%Y%m%d%H%M%S")
-    prefix = f"bench{run_id}."
-    n = args.orders
+    prefix = f"bench{run_id}{scenario.service}."
+    n, m = args.orders, args.latency_orders
+    name = scenario.service
 
-    print(f"bench: {n} orders, prefix {prefix!r}", flush=True)
-    backlog = encoded(order_events("t", n))
+    print(f"bench {name}: {n} {scenario.unit}, prefix {prefix!r}", flush=True)
+    backlog = encoded(scenario.inputs("t", n))
 
     # 1. the ceiling: same records, a relay doing nothing with them.
     source, sink = f"{prefix}ceiling.in", f"{prefix}ceiling.out"
@@ -165,45 +233,41 @@ async def measure(args: argparse.Namespace) -> Report:
     ceiling = await bare_relay(kafka, source, sink, n, max_records=args.batch)
     print(f"ceiling: bare aiokafka relay {ceiling.per_second:,.0f} records/s", flush=True)
 
-    # 2. throughput: queue everything, then start one worker process.
+    # 2. throughput: reference data consumed first, then the backlog at once.
     bus = Bus(kafka, prefix)
     await bus.start()
+    env_prefix = name.upper()
     fleet = Fleet(
         env={
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
             "MONGODB_URI": mongo,
             "TOPIC_PREFIX": prefix,
-            "RISK_MONGODB_DATABASE": f"bench{run_id}_risk",
-            "RISK_BATCH_MAX_RECORDS": str(args.batch),
+            f"{env_prefix}_MONGODB_DATABASE": f"bench{run_id}_{name}",
+            f"{env_prefix}_BATCH_MAX_RECORDS": str(args.batch),
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         },
         log_dir=Path(REPO, ".local", "bench", run_id),
     )
     try:
-        await bus.send(ex.merchant("m-bench"))
-        for i in range(COMPANIES):
-            await bus.send(company_for(i), wait=False)
+        for data in scenario.reference(n, m):
+            await bus.send(data, wait=False)
         assert bus.producer is not None
         await bus.producer.flush()
         # Reference data first, consumed before the backlog arrives: otherwise one large fetch
-        # may hold orders before their merchant, and those orders park until a clock tick.
-        worker = fleet.start_worker("risk")
+        # may hold inputs before what they refer to, and those park until a clock tick.
+        worker = fleet.start_worker(name)
         worker.wait_ready()
         await wait_consumed(
-            kafka,
-            prefix + "risk",
-            [prefix + topics.MERCHANTS_CONFIGURED, prefix + topics.COMPANIES_REGISTERED],
+            kafka, prefix + name, [prefix + t for t in scenario.reference_topics], 300
         )
-        await preload(kafka, prefix + topics.ORDERS_REQUESTED, backlog)
-        stamps = await read_timestamps(kafka, prefix + topics.ORDERS_DECIDED, n, wait_seconds=600)
+        await preload(kafka, prefix + scenario.input_topic, backlog)
+        stamps = await read_timestamps(kafka, prefix + scenario.output_topic, n, wait_seconds=600)
         values = sorted(stamps.values())
-        risk_rate = (len(values) - 1) / max((values[-1] - values[0]) / 1000, 1e-3)
-        print(f"risk: {risk_rate:,.0f} decisions/s in one worker process", flush=True)
+        rate = (len(values) - 1) / max((values[-1] - values[0]) / 1000, 1e-3)
+        print(f"{name}: {rate:,.0f} {scenario.unit}/s in one worker process", flush=True)
 
         # 3. latency at a steady rate below capacity.
-        m = args.latency_orders
-        live = order_events("l", m)
-        sent_at: dict[bytes, int] = {}
+        live = scenario.inputs("l", m)
         interval = 1 / args.rate
         start = time.perf_counter()
         for i, data in enumerate(live):
@@ -214,13 +278,12 @@ async def measure(args: argparse.Namespace) -> Report:
             await bus.send(data, wait=False)
         await bus.producer.flush()
         inputs = await read_timestamps(
-            kafka, prefix + topics.ORDERS_REQUESTED, n + m, wait_seconds=120
+            kafka, prefix + scenario.input_topic, n + m, wait_seconds=120
         )
         outputs = await read_timestamps(
-            kafka, prefix + topics.ORDERS_DECIDED, n + m, wait_seconds=300
+            kafka, prefix + scenario.output_topic, n + m, wait_seconds=300
         )
-        for key in (d.key().encode() for d in live):
-            sent_at[key] = inputs[key]
+        sent_at = {key: inputs[key] for key in (d.key().encode() for d in live)}
         latencies = sorted(outputs[k] - sent_at[k] for k in sent_at)
         p50 = statistics.median(latencies)
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -230,10 +293,12 @@ async def measure(args: argparse.Namespace) -> Report:
         fleet.stop_all()
 
     return Report(
+        service=name,
+        unit=scenario.unit,
         orders=n,
         ceiling_records_per_s=round(ceiling.per_second, 1),
-        risk_decisions_per_s=round(risk_rate, 1),
-        ratio_to_ceiling=round(risk_rate / ceiling.per_second, 3),
+        per_s=round(rate, 1),
+        ratio_to_ceiling=round(rate / ceiling.per_second, 3),
         latency_orders=m,
         latency_rate_per_s=args.rate,
         latency_p50_ms=float(p50),
@@ -245,19 +310,27 @@ async def measure(args: argparse.Namespace) -> Report:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="risk worker vs. bare aiokafka ceiling")
-    parser.add_argument("--orders", type=int, default=20000, help="orders in the backlog")
+    parser = argparse.ArgumentParser(description="service workers vs. bare aiokafka ceiling")
+    parser.add_argument(
+        "--service", choices=[*SCENARIOS, "all"], default="all", help="which worker to measure"
+    )
+    parser.add_argument("--orders", type=int, default=20000, help="inputs in the backlog")
     parser.add_argument("--latency-orders", type=int, default=3000)
-    parser.add_argument("--rate", type=float, default=500.0, help="orders/s for latency")
+    parser.add_argument("--rate", type=float, default=500.0, help="inputs/s for latency")
     parser.add_argument("--batch", type=int, default=2000, help="max records per batch")
-    parser.add_argument("--json", type=Path, help="write the report here too")
+    parser.add_argument(
+        "--json", type=Path, help="write the report here too (<service> in the name is replaced)"
+    )
     args = parser.parse_args()
-    report = asyncio.run(measure(args))
-    text = json.dumps(asdict(report), indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    services = list(SCENARIOS) if args.service == "all" else [args.service]
+    for service in services:
+        report = asyncio.run(measure(SCENARIOS[service](), args))
+        text = json.dumps(asdict(report), indent=2)
+        print(text)
+        if args.json:
+            path = Path(str(args.json).replace("<service>", service))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.events import EVENT_TYPES_BY_TOPIC, EventData
 
@@ -26,6 +27,9 @@ class CloudEvent(BaseModel, Generic[DataT]):
     subject: str | None = None
     datacontenttype: Literal["application/json"] = "application/json"
     data: DataT
+
+
+_TIME: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
 
 
 class _Envelope(BaseModel):
@@ -128,6 +132,32 @@ def event_to_bytes(event: CloudEvent[EventData]) -> bytes:
     return (
         head[:-1].encode() + b',"data":' + event.data.model_dump_json(by_alias=True).encode() + b"}"
     )
+
+
+@lru_cache(maxsize=1024)
+def _wire_time(moment: datetime) -> str:
+    # pydantic's own formatting ("...Z" for UTC), so both encoders agree byte for byte; a
+    # batch's outputs share their cause's time, hence the cache.
+    text: str = _TIME.dump_python(moment, mode="json")
+    return text
+
+
+def encode_event(
+    data: EventData, *, id: str, source: str, time: datetime, subject: str | None = None
+) -> bytes:
+    """``event_to_bytes(new_event(...))`` without building the envelope model: on the hot
+    path of every output. A test holds the two equal."""
+    head = {
+        "specversion": "1.0",
+        "id": id,
+        "source": source,
+        "type": data.EVENT_TYPE,
+        "time": _wire_time(time),
+        "subject": subject if subject is not None else data.key(),
+        "datacontenttype": "application/json",
+    }
+    envelope = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    return (envelope[:-1] + ',"data":' + data.model_dump_json(by_alias=True) + "}").encode()
 
 
 def event_key(event: CloudEvent[EventData]) -> bytes:

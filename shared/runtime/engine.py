@@ -24,6 +24,7 @@ and rejects them with a reason.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,14 +36,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.envelope import (
-    CloudEvent,
-    ContractError,
-    event_key,
-    event_to_bytes,
-    new_event,
-    parse_event,
-)
+from shared.envelope import CloudEvent, ContractError, encode_event, parse_event
 from shared.events import ClockTick, EventData
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
@@ -51,6 +45,23 @@ from shared.runtime.transient import backoff_seconds, is_transient
 # Output event ids are uuid5 of the cause, so a re-run of the same decision names its
 # outputs identically.
 _OUTPUT_NAMESPACE = uuid.UUID("6f1c1d0e-2b7a-4c53-9a43-3f0f2f6d1a10")
+_OUTPUT_NAMESPACE_BYTES = _OUTPUT_NAMESPACE.bytes
+
+
+def output_event_id(service: str, cause_id: str, n: int) -> str:
+    """``str(uuid.uuid5(_OUTPUT_NAMESPACE, f"{service}/{cause_id}/{n}"))``, computed without
+    the UUID object (a test holds them equal): every output of every worker needs one."""
+    digest = bytearray(
+        hashlib.sha1(  # noqa: S324 - RFC 4122 name-based ids are SHA-1 by definition
+            _OUTPUT_NAMESPACE_BYTES + f"{service}/{cause_id}/{n}".encode()
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 _PARKED_RETRIES_PER_TICK = 1000
 
 log = get_logger("worker")
@@ -120,21 +131,21 @@ class Batch:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _emitted_per_cause: dict[str, int] = field(default_factory=dict)
 
-    def emit(self, cause: Inbound, data: EventData) -> CloudEvent[EventData]:
+    def emit(self, cause: Inbound, data: EventData) -> str:
+        """Queue an output caused by ``cause``; returns its event id."""
         n = self._emitted_per_cause.get(cause.event.id, 0)
         self._emitted_per_cause[cause.event.id] = n + 1
-        event_id = uuid.uuid5(_OUTPUT_NAMESPACE, f"{self.service}/{cause.event.id}/{n}")
-        event = new_event(data, id=str(event_id), source=f"/{self.service}", time=cause.now)
+        event_id = output_event_id(self.service, cause.event.id, n)
         self.outputs.append(
             Outbound(
                 topic=data.TOPIC,
-                key=event_key(event),
-                value=event_to_bytes(event),
+                key=data.key().encode(),
+                value=encode_event(data, id=event_id, source=f"/{self.service}", time=cause.now),
                 event_type=data.EVENT_TYPE,
                 inbox_id=cause.inbox_id,
             )
         )
-        return event
+        return event_id
 
     def park(self, item: Inbound, reason: str) -> None:
         self.parked[item.event.id] = (item, reason)

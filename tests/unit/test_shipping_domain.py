@@ -3,6 +3,7 @@ hypothesis-generated event sequences with every event delivered twice."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -232,8 +233,10 @@ def test_every_invoice_is_paid_out_once_and_clawbacks_match_what_is_owed(
     order, ledger = approved(gross), Ledger()
     for command in script:
         for _ in range(2):  # every command is delivered twice
+            before = copy.deepcopy(order)
             result = apply(order, command, merchant)
             ledger.record(result)
+            assert order == before  # functions work on a copy: nothing changes in place
             if result.changed:
                 order = result.order
     invoices = order.invoices

@@ -20,7 +20,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from shared.envelope import CloudEvent
-from shared.events import INPUT_EVENTS, OUTPUT_EVENTS, EventData
+from shared.events import INPUT_EVENTS, INTERNAL_EVENTS, OUTPUT_EVENTS, EventData
 from shared.topics import dlq_topic
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
@@ -62,6 +62,15 @@ def build_broker() -> KafkaBroker:
             model.TOPIC,
             title=f"{model.TOPIC}:{model.EVENT_TYPE}",
             description=_describe(model, "Published by the platform:"),
+            schema=CloudEvent[model],  # type: ignore[valid-type]
+        )
+    for model in INTERNAL_EVENTS:
+        broker.publisher(
+            model.TOPIC,
+            title=f"{model.TOPIC}:{model.EVENT_TYPE}",
+            description=_describe(
+                model, "Internal (service to service), not part of the public contract:"
+            ),
             schema=CloudEvent[model],  # type: ignore[valid-type]
         )
     return broker

@@ -485,6 +485,22 @@ class EinvoiceStatusChanged(EventData):
     detail: str
 
 
+class ExposureReleased(EventData):
+    """Internal, shipping -> risk: part of an approved order no longer counts against the
+    debtor's financing limit (canceled, credited or settled)."""
+
+    EVENT_TYPE = "exposure.released.v1"
+    TOPIC = topics.EXPOSURE_RELEASED
+    KEY_FIELD = "order_id"
+
+    release_id: NonEmpty
+    order_id: NonEmpty
+    debtor_company_id: str | None
+    amount: Money
+    reason: Literal["canceled", "credit_note", "settled"]
+    currency: Currency = "EUR"
+
+
 INPUT_EVENTS: tuple[type[EventData], ...] = (
     MerchantConfigured,
     CompanyRegistered,
@@ -516,7 +532,9 @@ OUTPUT_EVENTS: tuple[type[EventData], ...] = (
     DunningHandedOver,
     EinvoiceStatusChanged,
 )
-MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in INPUT_EVENTS + OUTPUT_EVENTS}
+INTERNAL_EVENTS: tuple[type[EventData], ...] = (ExposureReleased,)
+_ALL_EVENTS = INPUT_EVENTS + OUTPUT_EVENTS + INTERNAL_EVENTS
+MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENTS}
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}
-for _model in INPUT_EVENTS + OUTPUT_EVENTS:
+for _model in _ALL_EVENTS:
     EVENT_TYPES_BY_TOPIC.setdefault(_model.TOPIC, {})[_model.EVENT_TYPE] = _model

@@ -65,6 +65,11 @@ OUTPUT_TOPICS = (
     EINVOICES_STATUS_CHANGED,
 )
 
+# Internal topics: service to service, not part of the public contract (the project's own
+# design; documented in the AsyncAPI document as internal).
+EXPOSURE_RELEASED = "internal.exposure_released"
+INTERNAL_TOPICS = (EXPOSURE_RELEASED,)
+
 
 def dlq_topic(topic: str) -> str:
     """Where records of ``topic`` that fail validation or processing go."""

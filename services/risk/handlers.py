@@ -40,6 +40,12 @@ class RiskMetrics:
             ["state", "reason"],
             registry=registry,
         )
+        self.released = Counter(
+            "risk_exposure_releases_total",
+            "Exposure given back to debtors' limits, by cause (canceled, credit_note, settled).",
+            ["reason"],
+            registry=registry,
+        )
         self.rejections = Counter(
             "risk_commands_rejected_total",
             "Commands the risk rules refused, by reason.",
@@ -109,6 +115,9 @@ class RiskService:
         topics.COMPANIES_REGISTERED,
         topics.ORDERS_REQUESTED,
         topics.ORDERS_REVIEWED,
+        # Shipping's word that part of an approval no longer counts (canceled, credited,
+        # settled): open exposure is approved minus released.
+        topics.EXPOSURE_RELEASED,
         topics.CLOCK_TICKS,
     )
 
@@ -143,6 +152,8 @@ class RiskService:
                 outcome = self._review(view, batch, item, data)
                 if outcome is not None:
                     outcomes.append(outcome)
+            elif isinstance(data, ev.ExposureReleased):
+                self._release(view, batch, item, data)
 
         await self._assign_vibans(view, outcomes)
         for outcome in outcomes:
@@ -154,8 +165,13 @@ class RiskService:
     async def _preload(self, view: RiskView, items: list[Inbound]) -> None:
         requests = [i.data for i in items if isinstance(i.data, ev.OrderRequested)]
         reviews = [i.data for i in items if isinstance(i.data, ev.OrderReviewed)]
+        releases = [i.data for i in items if isinstance(i.data, ev.ExposureReleased)]
         await view.load_merchants(r.merchant_id for r in requests)
-        await view.load_orders([r.order_id for r in requests] + [r.order_id for r in reviews])
+        await view.load_orders(
+            [r.order_id for r in requests]
+            + [r.order_id for r in reviews]
+            + [r.order_id for r in releases]
+        )
         keys = [domain.registry_keys(to_domain_claim(r.debtor)) for r in requests]
         await view.load_candidates(
             {k.registration_number for k in keys if k.registration_number},
@@ -168,8 +184,8 @@ class RiskService:
             view.identified[request.order_id] = identification
             if identification.company is not None:
                 pairs.add((request.merchant_id, identification.company.company_id))
-        for review in reviews:
-            order = view.orders.get(review.order_id)
+        for order_id in [r.order_id for r in reviews] + [r.order_id for r in releases]:
+            order = view.orders.get(order_id)
             if order is not None and order.get("company_id"):
                 pairs.add((order["merchant_id"], order["company_id"]))
         await view.load_debtor_state(pairs)
@@ -264,6 +280,24 @@ class RiskService:
             ruleset_version=decision.ruleset_version,
             needs_viban=decision.state == "created",
         )
+
+    def _release(
+        self, view: RiskView, batch: Batch, item: Inbound, data: ev.ExposureReleased
+    ) -> None:
+        order = view.orders.get(data.order_id)
+        if order is None:
+            if item.park_expired:
+                self._reject(batch, item, data.order_id, "unknown_order")
+            else:
+                batch.park(item, "unknown_order")
+            return
+        # Never more than this order still holds: a release cannot eat another order's room.
+        amount = min(cents(data.amount), order.get("reserved_cents", 0))
+        if amount <= 0 or not order.get("company_id"):
+            return
+        view.release(order["company_id"], from_cents(amount))
+        view.update_order(data.order_id, reserved_cents=order["reserved_cents"] - amount)
+        batch.after_commit.append(lambda: self.metrics.released.labels(data.reason).inc())
 
     def _review(
         self, view: RiskView, batch: Batch, item: Inbound, data: ev.OrderReviewed

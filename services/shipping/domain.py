@@ -41,6 +41,10 @@ def payout_id_for(order_id: str, invoice_number: str) -> str:
     return f"po_{uuid.uuid5(_MONEY_NAMESPACE, f'payout/{order_id}/{invoice_number}').hex}"
 
 
+def release_id_for(order_id: str, cause: str) -> str:
+    return f"rel_{uuid.uuid5(_MONEY_NAMESPACE, f'release/{order_id}/{cause}').hex}"
+
+
 def clawback_id_for(order_id: str, invoice_number: str, cause: str) -> str:
     name = f"clawback/{order_id}/{invoice_number}/{cause}"
     return f"cb_{uuid.uuid5(_MONEY_NAMESPACE, name).hex}"
@@ -123,6 +127,8 @@ class Order:
     # Ours.
     state: OrderState | None = None
     invoices: list[Invoice] = field(default_factory=list)
+    # How much of the approved gross no longer counts against the debtor's limit.
+    released: int = 0
     version: int = 0
 
     @property
@@ -185,8 +191,20 @@ class ClawbackInstructed:
     reason: ClawbackReason
 
 
+@dataclass(frozen=True)
+class ExposureReleased:
+    release_id: str
+    amount: int
+    reason: Literal["canceled", "credit_note", "settled"]
+
+
 Effect = (
-    InvoiceIssued | InvoiceStateChanged | OrderStateChanged | PayoutInstructed | ClawbackInstructed
+    InvoiceIssued
+    | InvoiceStateChanged
+    | OrderStateChanged
+    | PayoutInstructed
+    | ClawbackInstructed
+    | ExposureReleased
 )
 
 
@@ -388,6 +406,8 @@ def cancel(order: Order) -> Result:
         effects.append(InvoiceStateChanged(invoice.invoice_number, previous, "canceled"))
     effects.append(OrderStateChanged(order.state, "canceled"))
     new.state = "canceled"
+    assert new.approved_gross is not None
+    effects += _release(new, new.approved_gross - new.released, "canceled", "cancel")
     return Result(new, tuple(effects))
 
 
@@ -428,7 +448,9 @@ def credit_note(
     assert target is not None
     target.credited += amount.gross
     target.credit_notes[credit_note_number] = fingerprint
-    effects: list[Effect] = []
+    effects: list[Effect] = _release(
+        new, amount.gross, "credit_note", f"credit/{invoice_number}/{credit_note_number}"
+    )
     if target.open_amount == 0:
         previous = target.state
         target.state = "canceled"
@@ -438,6 +460,18 @@ def credit_note(
     else:
         effects += _claw_back(new, target, "credit_note", f"credit/{credit_note_number}")
     return Result(new, tuple(effects))
+
+
+def _release(
+    order: Order, amount: int, reason: Literal["canceled", "credit_note", "settled"], cause: str
+) -> list[Effect]:
+    """Exposure the risk service may give back: never more than is still reserved."""
+    assert order.approved_gross is not None
+    amount = min(amount, order.approved_gross - order.released)
+    if amount <= 0:
+        return []
+    order.released += amount
+    return [ExposureReleased(release_id_for(order.order_id, cause), amount, reason)]
 
 
 def _claw_back(order: Order, invoice: Invoice, reason: ClawbackReason, cause: str) -> list[Effect]:
@@ -472,6 +506,7 @@ def settle(order: Order, invoice_number: str) -> Result:
     previous = target.state
     target.state = "complete"
     effects: list[Effect] = [InvoiceStateChanged(invoice_number, previous, "complete")]
+    effects += _release(new, target.open_amount, "settled", f"settle/{invoice_number}")
     effects += _maybe_complete(new)
     return Result(new, tuple(effects))
 

@@ -362,6 +362,19 @@ class ShippingService:
 
                 batch.after_commit.append(count_clawback)
 
+            case domain.ExposureReleased() as release:
+                batch.emit(
+                    item,
+                    ev.ExposureReleased(
+                        release_id=release.release_id,
+                        order_id=order.order_id,
+                        debtor_company_id=order.company_id,
+                        amount=from_cents(release.amount),
+                        reason=release.reason,
+                        currency=currency,
+                    ),
+                )
+
     def _reject(
         self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
     ) -> None:

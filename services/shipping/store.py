@@ -88,6 +88,7 @@ def order_to_doc(order: Order) -> Doc:
         "company_id": order.company_id,
         "state": order.state,
         "invoices": [invoice_to_doc(i) for i in order.invoices],
+        "released_cents": order.released,
         "version": order.version,
     }
     if due:
@@ -108,6 +109,7 @@ def order_from_doc(doc: Doc) -> Order:
         company_id=doc["company_id"],
         state=doc["state"],
         invoices=[invoice_from_doc(i) for i in doc["invoices"]],
+        released=doc.get("released_cents", 0),
         version=doc["version"],
     )
 

@@ -16,7 +16,10 @@ def test_committed_document_is_fresh() -> None:
 def test_every_public_topic_is_described_with_its_envelope() -> None:
     document = json.loads(asyncapi.DOCUMENT.read_text())
     addresses = {channel["address"] for channel in document["channels"].values()}
-    assert addresses == set(topics.INPUT_TOPICS) | set(topics.OUTPUT_TOPICS)
+    public = set(topics.INPUT_TOPICS) | set(topics.OUTPUT_TOPICS)
+    assert addresses == public | set(topics.INTERNAL_TOPICS)
+    internal = [c for c in document["channels"].values() if c["address"] in topics.INTERNAL_TOPICS]
+    assert all("Internal" in c["description"] for c in internal)
     schemas = document["components"]["schemas"]
     assert schemas["CloudEvent[OrderRequested]"]["properties"]["data"]["$ref"].endswith(
         "/OrderRequested"

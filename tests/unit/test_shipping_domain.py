@@ -55,6 +55,10 @@ def credit(order: d.Order, number: str, note: str, gross: int) -> d.Result:
     )
 
 
+def released(result: d.Result) -> int:
+    return sum(e.amount for e in result.effects if isinstance(e, d.ExposureReleased))
+
+
 def kinds(result: d.Result) -> list[str]:
     return [type(e).__name__ for e in result.effects]
 
@@ -120,8 +124,10 @@ def test_refusals_name_their_reason() -> None:
 
 
 def test_cancel_before_capture_is_free_and_after_capture_claws_back_the_payout() -> None:
-    free = d.cancel(approved())
-    assert kinds(free) == ["OrderStateChanged"] and free.order.state == "canceled"
+    free = d.cancel(approved(100_000))
+    assert kinds(free) == ["OrderStateChanged", "ExposureReleased"]
+    assert free.order.state == "canceled"
+    assert released(free) == 100_000  # the whole approval goes back to the debtor's limit
 
     shipped = ship(approved(100_000), "INV-1", 40_000).order
     canceled = d.cancel(shipped)
@@ -145,12 +151,16 @@ def test_credit_notes_claw_back_what_was_paid_above_the_new_amount() -> None:
     payout = shipped.invoices[0].payout
     assert payout == 9_785
     small = credit(shipped, "INV-1", "CN-1", 40)  # worth 9_960 >= 9_785: nothing back
-    assert small.effects == ()
+    assert kinds(small) == ["ExposureReleased"] and released(small) == 40
     bigger = credit(small.order, "INV-1", "CN-2", 1_000)  # worth 8_960: 825 back
     back = [e for e in bigger.effects if isinstance(e, d.ClawbackInstructed)]
     assert [c.amount for c in back] == [825]
     rest = credit(bigger.order, "INV-1", "CN-3", 8_960)  # fully credited: canceled
-    assert [type(e).__name__ for e in rest.effects] == ["ClawbackInstructed", "InvoiceStateChanged"]
+    assert [type(e).__name__ for e in rest.effects] == [
+        "ExposureReleased",
+        "ClawbackInstructed",
+        "InvoiceStateChanged",
+    ]
     assert rest.order.invoices[0].state == "canceled"
     assert rest.order.invoices[0].clawed_back == payout
     too_much = credit(bigger.order, "INV-1", "CN-4", 8_961)
@@ -166,7 +176,8 @@ def test_settled_invoices_complete_a_shipped_order_and_late_ones_are_marked() ->
     assert late.order.invoices[0].state == "late"
     done = d.settle(late.order, "INV-1")
     assert done.order.state == "complete"
-    assert kinds(done) == ["InvoiceStateChanged", "OrderStateChanged"]
+    assert kinds(done) == ["InvoiceStateChanged", "ExposureReleased", "OrderStateChanged"]
+    assert released(done) == 100_000
 
 
 # -- the payout invariant ---------------------------------------------------------------------
@@ -178,6 +189,7 @@ class Ledger:
     payout_count: int = 0
     clawbacks: dict[str, int] = field(default_factory=dict)
     clawback_count: int = 0
+    releases: dict[str, int] = field(default_factory=dict)
 
     def record(self, result: d.Result) -> None:
         for effect in result.effects:
@@ -187,6 +199,9 @@ class Ledger:
             elif isinstance(effect, d.ClawbackInstructed):
                 self.clawback_count += 1
                 self.clawbacks[effect.clawback_id] = effect.amount
+            elif isinstance(effect, d.ExposureReleased):
+                assert effect.release_id not in self.releases
+                self.releases[effect.release_id] = effect.amount
 
 
 invoice_numbers = st.sampled_from(["INV-1", "INV-2", "INV-3", "INV-4"])
@@ -254,3 +269,12 @@ def test_every_invoice_is_paid_out_once_and_clawbacks_match_what_is_owed(
     assert all(amount > 0 for amount in ledger.clawbacks.values())
     # never capture more than approved
     assert order.captured <= gross
+    # exposure given back: all of it once canceled; else what was credited or settled
+    given_back = sum(ledger.releases.values())
+    if order.state == "canceled":
+        assert given_back == gross
+    else:
+        credited = sum(i.credited for i in invoices)
+        settled = sum(i.open_amount for i in invoices if i.state == "complete")
+        assert given_back == credited + settled
+    assert given_back <= gross

@@ -4,6 +4,7 @@ exactly once, and what was paid and clawed back equals what the pure domain says
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -40,6 +41,7 @@ def fleet(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[Fleet]:
             "SHIPPING_BATCH_TIMEOUT_MS": "5",
             # Small batches, so the kill lands between many commits, not after one.
             "SHIPPING_BATCH_MAX_RECORDS": "20",
+            "SHIPPING_LAG_REFRESH_SECONDS": "0.5",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=tmp_path / "logs",
@@ -217,3 +219,37 @@ async def test_replayed_inputs_and_a_killed_worker_pay_each_invoice_exactly_once
     assert ledger == want_payouts
     clawed = {doc["_id"]: doc["amount_cents"] async for doc in db["clawbacks"].find({})}
     assert clawed == want_clawbacks
+
+
+async def test_metrics_endpoint_shows_payouts_clawbacks_and_rejections(
+    bus: Bus, fleet: Fleet
+) -> None:
+    worker = fleet.start_worker("shipping")
+    worker.wait_ready()
+    await bus.send(ex.merchant("m-1"))
+    await bus.send(ex.order("o-1", gross="300.00"))
+    await bus.send(ex.decided("o-1"))
+    await bus.send(ex.shipment("o-1", "INV-1", gross="100.00"))
+    await bus.send(ex.shipment("o-1", "INV-2", gross="200.01"))  # over-capture
+    await bus.send(ex.cancellation("o-1"))
+    await distinct(bus, topics.PAYOUTS_CLAWBACK_INSTRUCTED, "clawback_id", 1)
+    await bus.events(topics.COMMANDS_REJECTED, count=1, timeout=30)
+
+    lag = 'worker_consumer_lag_messages{partition="0",service="shipping",topic="orders.shipped"}'
+    for _ in range(50):  # the lag gauge is refreshed in the background
+        status, text = worker.get("/metrics")
+        assert status == 200
+        if lag in text:
+            break
+        await asyncio.sleep(0.2)
+    expected = [
+        'shipping_payouts_instructed_total{currency="EUR"} 1.0',
+        'shipping_payouts_instructed_amount_total{currency="EUR"} 97.85',
+        'shipping_clawbacks_instructed_total{currency="EUR",reason="canceled"} 1.0',
+        'shipping_clawbacks_instructed_amount_total{currency="EUR",reason="canceled"} 97.85',
+        'shipping_commands_rejected_total{reason="over_capture"} 1.0',
+        "faststream_received_messages_total",
+        lag,
+    ]
+    for line in expected:
+        assert line in text, line

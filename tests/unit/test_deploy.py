@@ -17,7 +17,7 @@ from shared.runtime.app import Worker
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 ROOT = DEPLOY.parent
-WORKERS = ("risk",)
+WORKERS = ("risk", "shipping")
 # PromQL words that look like metric names but are functions, keywords or label names.
 _PROMQL_WORDS = frozenset(
     [

@@ -1,8 +1,10 @@
 """The main job: the platform on local real Kafka and MongoDB with a scenario flowing through it.
 
 Starts the workers and the ticker as processes (as production would), publishes merchants,
-credit-bureau records and orders covering every risk outcome, follows the outputs, and
-prints a summary. Exits non-zero when an outcome differs from what the scenario expects.
+credit-bureau records and orders covering every risk outcome, then ships, credits, cancels
+and settles the approved ones, follows the outputs, and prints a summary of decisions,
+payouts, clawbacks and rejections. Exits non-zero when an outcome differs from what the
+scenario expects.
 
     make demo      (or: python -m scripts.demo after `make services-up`)
 """
@@ -21,7 +23,15 @@ from pathlib import Path
 
 from scripts.processes import REPO, Fleet
 from shared import topics
-from shared.events import CommandRejected, EventData, OrderDecided
+from shared.events import (
+    CommandRejected,
+    CompanyRegistered,
+    EventData,
+    OrderDecided,
+    OrderStateChanged,
+    PayoutClawbackInstructed,
+    PayoutInstructed,
+)
 from tests import examples as ex
 from tests.harness import Bus
 
@@ -175,6 +185,119 @@ def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
     return config, orders, expected
 
 
+@dataclass(frozen=True)
+class Money:
+    invoice: str
+    amount: Decimal
+
+
+EXPECTED_PAYOUTS = {  # invoice -> payout (gross - 1.90 % - 0.25)
+    "INV-1001-1": Decimal("490.25"),
+    "INV-1001-2": Decimal("676.64"),
+    "INV-1002": Decimal("583.45"),  # 1.90 % of 595.00 = 11.305 -> 11.30, half-even
+    "INV-1010": Decimal("980.75"),
+}
+EXPECTED_CLAWBACKS = {  # invoice -> (amount, reason)
+    "INV-1002": (Decimal("83.45"), "credit_note"),  # credited to 500.00: paid 583.45
+    "INV-1010": (Decimal("980.75"), "canceled"),  # canceled after shipping: all of it
+}
+EXPECTED_REJECTIONS = {"o-1012": "over_capture", "o-1004": "order_declined"}
+EXPECTED_ORDER_STATES = {
+    "o-1001": "complete",
+    "o-1002": "shipped",
+    "o-1003": "canceled",
+    "o-1010": "canceled",
+    "o-1015": "created",
+}
+
+
+async def shipping_act(bus: Bus, kiosk: CompanyRegistered) -> tuple[int, list[str]]:
+    """Ship, credit, cancel and settle the approved orders; returns (failures, lines)."""
+    await bus.send_many(
+        [
+            ex.shipment("o-1001", "INV-1001-1", gross="500.00"),
+            ex.shipment("o-1001", "INV-1001-2", gross="690.00"),
+            ex.shipment("o-1002", "INV-1002", gross="595.00"),
+            ex.shipment("o-1010", "INV-1010", gross="1000.00"),
+            ex.shipment("o-1012", "INV-1012", gross="1190.01"),  # more than approved
+            ex.shipment("o-1004", "INV-1004", gross="100.00"),  # a declined order
+        ]
+    )
+    payouts = await bus.events(topics.PAYOUTS_INSTRUCTED, count=len(EXPECTED_PAYOUTS), timeout=60)
+    print(f"demo: {len(payouts)} payouts instructed; now a credit note, cancels, settlements")
+    await bus.send_many(
+        [
+            ex.credit_note("o-1002", "INV-1002", "CN-1002", gross="95.00"),
+            ex.cancellation("o-1003"),  # before shipping: free
+            ex.cancellation("o-1010"),  # after shipping: payout clawed back
+            ex.settled("o-1001", "INV-1001-1", "500.00"),
+            ex.settled("o-1001", "INV-1001-2", "690.00"),
+        ]
+    )
+    clawbacks = await bus.events(
+        topics.PAYOUTS_CLAWBACK_INSTRUCTED, count=len(EXPECTED_CLAWBACKS), timeout=60
+    )
+    # The kiosk's limit (2000.00) was held by o-1010 (1500.00); its cancel gave it back.
+    await bus.send(
+        ex.order("o-1015", merchant_id="m-werkzeug", debtor=ex.debtor_of(kiosk), gross="1800.00")
+    )
+    await bus.events(
+        topics.ORDERS_DECIDED, count=1, where=lambda e: e.subject == "o-1015", timeout=60
+    )
+    rejected = await bus.events(
+        topics.COMMANDS_REJECTED, count=1 + len(EXPECTED_REJECTIONS), timeout=60, settle=1.0
+    )
+    states = await bus.events(topics.ORDERS_STATE_CHANGED, settle=1.0, timeout=5)
+
+    failures = 0
+    lines = ["", "payouts (one per invoice):"]
+    got_payouts = {
+        e.data.invoice_number: e.data for e in payouts if isinstance(e.data, PayoutInstructed)
+    }
+    for invoice, want in EXPECTED_PAYOUTS.items():
+        p = got_payouts.get(invoice)
+        ok = p is not None and p.payout_amount == want
+        failures += not ok
+        detail = f"gross {p.gross} fee {p.fee} paid {p.payout_amount}" if p else "missing"
+        lines.append(f"  {'ok ' if ok else 'BAD'} {invoice:11} {detail}")
+    lines.append("clawbacks:")
+    got_clawbacks = {
+        e.data.invoice_number: e.data
+        for e in clawbacks
+        if isinstance(e.data, PayoutClawbackInstructed)
+    }
+    for invoice, (amount, reason) in EXPECTED_CLAWBACKS.items():
+        c = got_clawbacks.get(invoice)
+        ok = c is not None and (c.amount, c.reason) == (amount, reason)
+        failures += not ok
+        lines.append(
+            f"  {'ok ' if ok else 'BAD'} {invoice:11} "
+            + (f"{c.amount} ({c.reason})" if c else "missing")
+        )
+    lines.append("rejected commands:")
+    got_rejections = {
+        e.data.order_id: e.data.reason
+        for e in rejected
+        if isinstance(e.data, CommandRejected) and e.data.order_id in EXPECTED_REJECTIONS
+    }
+    for order_id, code in EXPECTED_REJECTIONS.items():
+        reason = got_rejections.get(order_id, "missing")
+        ok = reason.startswith(code)
+        failures += not ok
+        lines.append(f"  {'ok ' if ok else 'BAD'} {order_id:8} {reason}")
+    lines.append("order states at the end:")
+    final: dict[str, str] = {}
+    for e in states:
+        if isinstance(e.data, OrderStateChanged):
+            final[e.data.order_id] = e.data.to
+    for order_id, want_state in EXPECTED_ORDER_STATES.items():
+        got_state = final.get(order_id, "missing")
+        ok = got_state == want_state
+        failures += not ok
+        lines.append(f"  {'ok ' if ok else 'BAD'} {order_id:8} {got_state}")
+    return failures, lines
+
+
 def report(
     expected: list[Expectation],
     outcome: dict[str, tuple[str, str | None, str | None]],
@@ -227,6 +350,8 @@ async def run() -> int:
             "TOPIC_PREFIX": prefix,
             "RISK_MONGODB_DATABASE": f"demo{stamp}_risk",
             "RISK_PARK_TTL_SECONDS": "5",
+            "SHIPPING_MONGODB_DATABASE": f"demo{stamp}_shipping",
+            "SHIPPING_PARK_TTL_SECONDS": "10",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(REPO, ".local", "demo", stamp),
@@ -236,9 +361,12 @@ async def run() -> int:
     await bus.start()
     try:
         risk = fleet.start_worker("risk")
+        shipping = fleet.start_worker("shipping")
         fleet.start_ticker(0.5)
         risk.wait_ready()
+        shipping.wait_ready()
         print(f"demo: risk worker ready on {risk.url('/metrics')}")
+        print(f"demo: shipping worker ready on {shipping.url('/metrics')}")
 
         config, orders, expected = scenario()
         for event in config:
@@ -268,6 +396,21 @@ async def run() -> int:
 
         _, metrics = risk.get("/metrics")
         failures = report(expected, outcome, metrics)
+
+        print("\ndemo: the merchants ship; the platform pays out, claws back, settles")
+        kiosk = next(
+            e for e in config if isinstance(e, CompanyRegistered) and e.company_id == "c-kiosk"
+        )
+        shipping_failures, lines = await shipping_act(bus, kiosk)
+        failures += shipping_failures
+        for line in lines:
+            print(line)
+        _, shipping_metrics = shipping.get("/metrics")
+        print("\nfrom the shipping worker's /metrics:")
+        shown = re.compile(r"shipping_[a-z_]+_total\{")
+        for line in shipping_metrics.splitlines():
+            if shown.match(line):
+                print(f"  {line}")
         print(
             f"\ndemo: {'PASSED' if not failures else f'{failures} UNEXPECTED OUTCOMES'} "
             f"in {time.monotonic() - started:.1f}s"

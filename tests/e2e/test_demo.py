@@ -38,3 +38,7 @@ def test_demo_passes_and_prints_a_summary(infra: Infra) -> None:
         "debtor_limit_exceeded",
     ):
         assert reason in result.stdout
+    for section in ("payouts (one per invoice):", "clawbacks:", "rejected commands:"):
+        assert section in result.stdout
+    assert "BAD" not in result.stdout
+    assert "shipping_payouts_instructed_total" in result.stdout

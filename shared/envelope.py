@@ -47,6 +47,9 @@ class _Envelope(BaseModel):
     data: dict[str, Any]
 
 
+_ENVELOPE_FIELDS = ("specversion", "id", "source", "type", "time", "subject", "datacontenttype")
+
+
 class ContractError(Exception):
     """A record that does not satisfy the contract; ``message`` names the field."""
 
@@ -95,7 +98,8 @@ def parse_event(topic: str, value: bytes) -> CloudEvent[EventData]:
         data = model.model_validate(envelope.data)
     except ValidationError as exc:
         raise ContractError("schema", _describe(exc, "data")) from exc
-    fields = envelope.model_dump(exclude={"data"})
+    fields = {name: getattr(envelope, name) for name in _ENVELOPE_FIELDS}
+    fields.update(envelope.model_extra or {})  # CloudEvents extension attributes
     return CloudEvent[EventData].model_construct(**fields, data=data)
 
 

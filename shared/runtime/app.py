@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream import AckPolicy
@@ -165,9 +165,21 @@ class Worker:
         )
         self.subscriber(self._on_batch)
         self._lag_task: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Task[None] | None = None
+        self.fatal: BaseException | None = None
+        self.draining = False
         self._batches = 0
 
     async def _on_batch(self, message: KafkaMessage) -> None:
+        """Store this batch, then publish it while the next one is fetched and stored.
+
+        The publish of batch N (awaiting the broker's acks) overlaps with fetching, decoding
+        and storing batch N+1; batch N+1's outputs are only sent once N's are acknowledged,
+        so outputs keep their order. Offsets are committed explicitly, per batch, only after
+        that batch's outputs are acknowledged: a crash at any point leaves the records
+        uncommitted and the inbox turns their redelivery into a re-publication."""
+        if self.fatal is not None:
+            raise RuntimeError("worker is failing; not consuming") from self.fatal
         raw = message.raw_message
         consumer_records = raw if isinstance(raw, tuple | list) else (raw,)
         records = [
@@ -181,14 +193,49 @@ class Worker:
             )
             for r in consumer_records
         ]
-        await self.engine.run_batch(records)
-        try:
-            await message.ack()
-        except (CommitFailedError, KafkaError) as exc:
-            # The partitions moved to another worker mid-batch; it will see these records
-            # again and the inbox turns them into replays. Nothing is lost.
-            log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
+        outputs = await self.engine.store_batch(records)
+        await self._settle_previous()
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        self._in_flight = asyncio.create_task(self._publish_then_commit(outputs, offsets))
+        if self.draining:  # stopping: nothing may be left in flight when the consumer closes
+            await self._settle_previous()
         self._collect_garbage()
+
+    async def drain(self) -> None:
+        """Before the consumer stops: publish and commit what is in flight."""
+        self.draining = True
+        with contextlib.suppress(Exception):  # a fatal publish error is already logged
+            await self._settle_previous()
+
+    async def _settle_previous(self) -> None:
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _publish_then_commit(
+        self, outputs: list[Outbound], offsets: dict[TopicPartition, int]
+    ) -> None:
+        try:
+            await self.engine.publish(outputs)
+        except Exception as exc:
+            # Not transient (those are retried for ever): nothing after this batch may be
+            # committed. Stop consuming and fail the probes; a restart resumes from the last
+            # committed offset and the inbox re-publishes what was stored.
+            self.fatal = exc
+            log.critical("publish_failed_stopping", error=f"{type(exc).__name__}: {exc}")
+            raise
+        consumer = self.subscriber.consumer
+        if consumer is None:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another worker; it will see these records again and
+            # the inbox turns them into replays. Nothing is lost.
+            log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _collect_garbage(self) -> None:
         # run_worker turns automatic collection off: during a batch nearly every object is
@@ -219,6 +266,8 @@ class Worker:
 
     async def close_resources(self) -> None:
         self.engine.stopping = True
+        with contextlib.suppress(Exception):
+            await self._settle_previous()  # its commit may fail once the consumer is gone
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -232,6 +281,7 @@ class Worker:
         await self.broker.start()
 
     async def stop(self) -> None:
+        await self.drain()
         self.engine.stopping = True
         await self.broker.stop()
         await self.close_resources()
@@ -259,6 +309,8 @@ class Worker:
                 log.debug("lag_export_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def ready(self) -> bool:
+        if self.fatal is not None:
+            return False
         try:
             await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2.0)
         except Exception:
@@ -272,6 +324,8 @@ class Worker:
 
         @get(include_in_schema=False)
         async def healthz(scope: Any) -> AsgiResponse:
+            if worker.fatal is not None:
+                return AsgiResponse(b"publishing failed: restart me", 500)
             return AsgiResponse(b"ok", 200)
 
         @get(include_in_schema=False)
@@ -296,4 +350,5 @@ class Worker:
                 ("/readyz", readyz),
             ],
             lifespan=lifespan,
+            on_shutdown=[worker.drain],  # runs before the broker (and its consumer) stops
         )

@@ -212,6 +212,14 @@ class Engine:
     # -- the batch -------------------------------------------------------------------------
 
     async def run_batch(self, records: Sequence[RawRecord]) -> None:
+        """Store the batch's effects and publish its outputs (awaited)."""
+        outputs = await self.store_batch(records)
+        await self.publish(outputs)
+
+    async def store_batch(self, records: Sequence[RawRecord]) -> list[Outbound]:
+        """Decode, dead-letter what is invalid, and commit the batch's effects in MongoDB.
+        Returns the outputs still to publish: the caller must publish them before it
+        commits the batch's offsets."""
         started = time.perf_counter()
         decoded: list[_Decoded] = []
         dead: list[DeadLetter] = []
@@ -228,10 +236,13 @@ class Engine:
         dead.extend(poisoned)
         if dead:
             await self._retry_forever("publish", self._dead_letter, dead)
-        if outputs:
-            await self._retry_forever("publish", self.publisher.publish, outputs)
         self.metrics.batch_size.labels(self.service.name).observe(len(records))
         self.metrics.batch_duration.labels(self.service.name).observe(time.perf_counter() - started)
+        return outputs
+
+    async def publish(self, outputs: Sequence[Outbound]) -> None:
+        if outputs:
+            await self._retry_forever("publish", self.publisher.publish, outputs)
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
         await self.publisher.dead_letter(dead, self.service.name)

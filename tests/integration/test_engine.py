@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import topics
@@ -155,3 +156,42 @@ async def test_parked_event_waits_for_ticks_then_expires(bus: Bus, run_worker: A
     assert out[0].data.reason == "expired"  # type: ignore[attr-defined]
     assert await effects(worker) == {"p": 1}
     assert await worker.db["parked"].count_documents({}) == 0
+
+
+async def test_offsets_are_committed_once_outputs_are_acknowledged_and_resume_there(
+    bus: Bus, run_worker: Any
+) -> None:
+    """Offsets are committed per batch, after its outputs are acknowledged (the publish of
+    one batch overlaps with storing the next); a restarted worker resumes after them."""
+    worker = await run_worker(build_echo, WorkerSettings)
+    for i in range(30):
+        await bus.send(OrderCanceled(order_id=f"o-{i}"), wait=False)
+    assert bus.producer is not None
+    await bus.producer.flush()
+    await bus.events(topics.COMMANDS_REJECTED, count=30)
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bus.bootstrap)
+    await admin.start()
+    try:
+        topic = bus.topic(topics.ORDERS_CANCELED)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            committed = await admin.list_consumer_group_offsets(worker.group_id)
+            done = sum(m.offset for tp, m in committed.items() if tp.topic == topic)
+            if done == 30 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        assert done == 30  # every record's offset, with nothing left in flight
+    finally:
+        await admin.close()
+
+    await worker.stop()
+    again = await run_worker(build_echo, WorkerSettings)
+    await bus.send(OrderCanceled(order_id="o-last"))
+    await bus.events(topics.COMMANDS_REJECTED, count=31)
+    await asyncio.sleep(0.5)
+    # The second worker saw only the new record: no duplicates replayed from the inbox.
+    assert (
+        again.metrics.events.labels("echo", topics.ORDERS_CANCELED, "duplicate")._value.get() == 0
+    )
+    assert await effects(again) == {f"o-{i}": 1 for i in range(30)} | {"o-last": 1}

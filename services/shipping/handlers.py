@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.shipping import domain
-from services.shipping.store import ShippingView, ensure_indexes, invoice_key
+from services.shipping.store import ShippingView, ensure_indexes
 from shared import events as ev
 from shared import topics
 from shared.money import cents, from_cents
@@ -170,7 +170,7 @@ class ShippingService:
             if isinstance(item.data, ev.OrderShipped):
                 merchant_id = view.order(item.data.order_id).merchant_id
                 if merchant_id is not None:
-                    keys.append(invoice_key(merchant_id, item.data.invoice_number))
+                    keys.append((merchant_id, item.data.invoice_number))
         await view.load_invoice_owners(keys)
 
     # -- deciding -------------------------------------------------------------------------
@@ -196,8 +196,7 @@ class ShippingService:
             case ev.OrderShipped():
                 owner = None
                 if order.merchant_id is not None:
-                    key = invoice_key(order.merchant_id, data.invoice_number)
-                    owner = view.invoice_owners.get(key)
+                    owner = view.invoice_owners.get((order.merchant_id, data.invoice_number))
                 return domain.capture(
                     order,
                     view.merchants.get(order.merchant_id or ""),

@@ -4,8 +4,9 @@ One document per order holds its invoices, so a capture, a cancel or a credit no
 document write. Writes are guarded by the order's version inside the batch's transaction:
 two workers that both read version n cannot both write n+1. Beside the orders, two ledgers
 (``payouts``, ``clawbacks``) hold one document per instruction under its deterministic id
-(the unique ``_id`` makes a second payout for an invoice impossible even if the domain were
-wrong), each naming the event that caused it.
+(the unique ``_id``, and for payouts the unique (merchant, invoice number), make a second
+payout for an invoice impossible even if the domain were wrong), each naming the event that
+caused it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     # Orders with an invoice that may turn late: the earliest due date among paid-out ones.
     await db["orders"].create_index([("next_due_on", ASCENDING)], sparse=True)
     await db["payouts"].create_index([("order_id", ASCENDING)])
+    # One payout per invoice number per merchant, whichever order claims it: the ledger is
+    # also the registry that refuses an invoice number reused across orders.
+    await db["payouts"].create_index(
+        [("merchant_id", ASCENDING), ("invoice_number", ASCENDING)], unique=True
+    )
     await db["clawbacks"].create_index([("order_id", ASCENDING)])
 
 
@@ -132,10 +138,6 @@ def merchant_to_doc(merchant: MerchantTerms) -> Doc:
     }
 
 
-def invoice_key(merchant_id: str, invoice_number: str) -> str:
-    return f"{merchant_id}/{invoice_number}"
-
-
 @dataclass
 class ShippingView:
     """What one batch reads and writes, loaded with a few ``$in`` queries."""
@@ -145,10 +147,10 @@ class ShippingView:
     orders: dict[str, Order] = field(default_factory=dict)
     loaded_versions: dict[str, int] = field(default_factory=dict)
     merchants: dict[str, MerchantTerms] = field(default_factory=dict)
-    invoice_owners: dict[str, str] = field(default_factory=dict)  # merchant/invoice -> order
+    # (merchant, invoice number) -> order it was captured on
+    invoice_owners: dict[tuple[str, str], str] = field(default_factory=dict)
     dirty_orders: set[str] = field(default_factory=set)
     dirty_merchants: set[str] = field(default_factory=set)
-    new_invoice_keys: dict[str, str] = field(default_factory=dict)
     payouts: list[Doc] = field(default_factory=list)
     clawbacks: list[Doc] = field(default_factory=list)
 
@@ -184,14 +186,23 @@ class ShippingView:
         async for doc in self.db["merchants"].find({"_id": {"$in": wanted}}, session=self.session):
             self.merchants[doc["_id"]] = merchant_from_doc(doc)
 
-    async def load_invoice_owners(self, keys: Iterable[str]) -> None:
-        wanted = list(set(keys) - self.invoice_owners.keys())
+    async def load_invoice_owners(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Which order each (merchant, invoice number) was captured on, if any."""
+        wanted = set(keys) - self.invoice_owners.keys()
         if not wanted:
             return
-        async for doc in self.db["invoice_numbers"].find(
-            {"_id": {"$in": wanted}}, session=self.session
-        ):
-            self.invoice_owners[doc["_id"]] = doc["order_id"]
+        by_merchant: dict[str, list[str]] = {}
+        for merchant_id, number in wanted:
+            by_merchant.setdefault(merchant_id, []).append(number)
+        query = {
+            "$or": [
+                {"merchant_id": m, "invoice_number": {"$in": numbers}}
+                for m, numbers in by_merchant.items()
+            ]
+        }
+        projection = {"merchant_id": 1, "invoice_number": 1, "order_id": 1}
+        async for doc in self.db["payouts"].find(query, projection, session=self.session):
+            self.invoice_owners[(doc["merchant_id"], doc["invoice_number"])] = doc["order_id"]
 
     def order(self, order_id: str) -> Order:
         return self.orders.get(order_id) or Order(order_id=order_id)
@@ -205,10 +216,7 @@ class ShippingView:
         self.dirty_merchants.add(merchant.merchant_id)
 
     def claim_invoice_number(self, merchant_id: str, invoice_number: str, order_id: str) -> None:
-        key = invoice_key(merchant_id, invoice_number)
-        if key not in self.invoice_owners:
-            self.invoice_owners[key] = order_id
-            self.new_invoice_keys[key] = order_id
+        self.invoice_owners.setdefault((merchant_id, invoice_number), order_id)
 
     def record_payout(self, doc: Doc) -> None:
         self.payouts.append(doc)
@@ -242,12 +250,6 @@ class ShippingView:
             result = await self.db["orders"].bulk_write(ops, ordered=False, session=s)
             if result.matched_count != guarded:
                 raise ConcurrencyConflict("an order changed since it was read")
-        if self.new_invoice_keys:
-            await self.db["invoice_numbers"].insert_many(
-                [{"_id": k, "order_id": o} for k, o in self.new_invoice_keys.items()],
-                ordered=False,
-                session=s,
-            )
         if self.payouts:
             await self.db["payouts"].insert_many(self.payouts, ordered=False, session=s)
         if self.clawbacks:

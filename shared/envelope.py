@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Generic, Literal, TypeVar
@@ -30,6 +31,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
 
 
 _TIME: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 class _Envelope(BaseModel):
@@ -151,17 +153,24 @@ def encode_event(
 ) -> bytes:
     """``event_to_bytes(new_event(...))`` without building the envelope model: on the hot
     path of every output. A test holds the two equal."""
-    head = {
-        "specversion": "1.0",
-        "id": id,
-        "source": source,
-        "type": data.EVENT_TYPE,
-        "time": _wire_time(time),
-        "subject": subject if subject is not None else data.key(),
-        "datacontenttype": "application/json",
-    }
-    envelope = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
-    return (envelope[:-1] + ',"data":' + data.model_dump_json(by_alias=True) + "}").encode()
+    # The same bytes json.dumps(..., separators=(",", ":"), ensure_ascii=False) gives, with
+    # only the strings escaped (by json's own C escaper): the dict round trip through the
+    # encoder was most of this function's time.
+    return (
+        '{"specversion":"1.0","id":'
+        + _json_string(id)
+        + ',"source":'
+        + _json_string(source)
+        + ',"type":'
+        + _json_string(data.EVENT_TYPE)
+        + ',"time":'
+        + _json_string(_wire_time(time))
+        + ',"subject":'
+        + _json_string(subject if subject is not None else data.key())
+        + ',"datacontenttype":"application/json","data":'
+        + data.model_dump_json(by_alias=True)
+        + "}"
+    ).encode()
 
 
 def event_key(event: CloudEvent[EventData]) -> bytes:

@@ -23,6 +23,8 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal
 
+from shared.ids import uuid5_hex
+
 OrderState = Literal[
     "waiting", "created", "declined", "partially_shipped", "shipped", "complete", "canceled"
 ]
@@ -38,16 +40,16 @@ SHIPPABLE_STATES: frozenset[str] = frozenset({"created", "partially_shipped"})
 
 
 def payout_id_for(order_id: str, invoice_number: str) -> str:
-    return f"po_{uuid.uuid5(_MONEY_NAMESPACE, f'payout/{order_id}/{invoice_number}').hex}"
+    return f"po_{uuid5_hex(_MONEY_NAMESPACE, f'payout/{order_id}/{invoice_number}')}"
 
 
 def release_id_for(order_id: str, cause: str) -> str:
-    return f"rel_{uuid.uuid5(_MONEY_NAMESPACE, f'release/{order_id}/{cause}').hex}"
+    return f"rel_{uuid5_hex(_MONEY_NAMESPACE, f'release/{order_id}/{cause}')}"
 
 
 def clawback_id_for(order_id: str, invoice_number: str, cause: str) -> str:
     name = f"clawback/{order_id}/{invoice_number}/{cause}"
-    return f"cb_{uuid.uuid5(_MONEY_NAMESPACE, name).hex}"
+    return f"cb_{uuid5_hex(_MONEY_NAMESPACE, name)}"
 
 
 def fee_cents(gross: int, percent: Decimal, fixed: int) -> int:

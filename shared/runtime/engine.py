@@ -24,7 +24,6 @@ and rejects them with a reason.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.envelope import CloudEvent, ContractError, encode_event, parse_event
 from shared.events import ClockTick, EventData
+from shared.ids import uuid5_str
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
 from shared.runtime.transient import backoff_seconds, is_transient
@@ -45,21 +45,10 @@ from shared.runtime.transient import backoff_seconds, is_transient
 # Output event ids are uuid5 of the cause, so a re-run of the same decision names its
 # outputs identically.
 _OUTPUT_NAMESPACE = uuid.UUID("6f1c1d0e-2b7a-4c53-9a43-3f0f2f6d1a10")
-_OUTPUT_NAMESPACE_BYTES = _OUTPUT_NAMESPACE.bytes
 
 
 def output_event_id(service: str, cause_id: str, n: int) -> str:
-    """``str(uuid.uuid5(_OUTPUT_NAMESPACE, f"{service}/{cause_id}/{n}"))``, computed without
-    the UUID object (a test holds them equal): every output of every worker needs one."""
-    digest = bytearray(
-        hashlib.sha1(  # noqa: S324 - RFC 4122 name-based ids are SHA-1 by definition
-            _OUTPUT_NAMESPACE_BYTES + f"{service}/{cause_id}/{n}".encode()
-        ).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return uuid5_str(_OUTPUT_NAMESPACE, f"{service}/{cause_id}/{n}")
 
 
 _PARKED_RETRIES_PER_TICK = 1000

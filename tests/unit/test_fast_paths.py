@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from shared.envelope import encode_event, event_to_bytes, new_event
 from shared.events import ClockTick, OrderStateChanged
+from shared.ids import uuid5_hex, uuid5_str
 from shared.runtime.engine import _OUTPUT_NAMESPACE, output_event_id
 from tests import examples as ex
 
@@ -21,18 +22,33 @@ moments = st.datetimes(
 )
 
 
-@given(moment=moments, ident=st.text(min_size=1, max_size=40), source=st.text(min_size=1))
-def test_encode_event_equals_the_model_encoding(moment: datetime, ident: str, source: str) -> None:
+@given(
+    moment=moments,
+    ident=st.text(min_size=1, max_size=40),
+    source=st.text(min_size=1),
+    subject=st.one_of(st.none(), st.text(max_size=20)),
+)
+def test_encode_event_equals_the_model_encoding(
+    moment: datetime, ident: str, source: str, subject: str | None
+) -> None:
     for data in (
         ClockTick(now=moment),
         OrderStateChanged(order_id="o-ü", from_=None, to="created"),
         ex.shipment("o-1", "INV-1", gross="119.00"),
     ):
-        model = event_to_bytes(new_event(data, id=ident, source=source, time=moment))
-        assert encode_event(data, id=ident, source=source, time=moment) == model
+        event = new_event(data, id=ident, source=source, time=moment, subject=subject)
+        fast = encode_event(data, id=ident, source=source, time=moment, subject=subject)
+        assert fast == event_to_bytes(event)
 
 
 @given(service=st.text(max_size=20), cause=st.text(max_size=60), n=st.integers(0, 1000))
 def test_output_event_id_is_uuid5_of_the_cause(service: str, cause: str, n: int) -> None:
     expected = str(uuid.uuid5(_OUTPUT_NAMESPACE, f"{service}/{cause}/{n}"))
     assert output_event_id(service, cause, n) == expected
+
+
+@given(name=st.text(max_size=80))
+def test_name_based_ids_equal_the_uuid_module(name: str) -> None:
+    namespace = uuid.UUID("0b5c7f36-4a55-4d0e-9f4e-5a7c1f0e2d31")
+    assert uuid5_hex(namespace, name) == uuid.uuid5(namespace, name).hex
+    assert uuid5_str(namespace, name) == str(uuid.uuid5(namespace, name))

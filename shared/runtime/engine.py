@@ -80,10 +80,11 @@ class Inbound:
     trigger_id: str
     parked_since: datetime | None = None
     park_expired: bool = False
+    # The event's data, looked up once: handlers read it several times per event.
+    data: EventData = field(init=False)
 
-    @property
-    def data(self) -> EventData:
-        return self.event.data
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", self.event.data)
 
     @property
     def is_retry(self) -> bool:

@@ -257,3 +257,25 @@ def ex_envelope(event_type: str, data: dict[str, Any], tag: str = "") -> bytes:
             "data": data,
         }
     ).encode()
+
+
+async def test_an_invoice_unpaid_the_day_after_its_due_date_turns_late(
+    bus: Bus, run_worker: Any
+) -> None:
+    await start_shipping(run_worker)
+    await bus.send(ex.merchant("m-1"))
+    await approved_order(bus, "o-1")
+    await bus.send(ex.shipment("o-1", "INV-1", gross="1190.00"))  # due 2026-12-20
+    await bus.events(topics.PAYOUTS_INSTRUCTED, count=1)
+    await bus.tick(datetime(2026, 12, 20, 23, 0, tzinfo=UTC))  # the due date itself: not yet
+    await bus.tick(datetime(2026, 12, 21, 0, 5, tzinfo=UTC))
+    await data_on(bus, topics.INVOICES_STATE_CHANGED, 3)  # late, before it is paid
+    await bus.send(ex.settled("o-1", "INV-1", "1190.00"))
+
+    changes = await data_on(bus, topics.INVOICES_STATE_CHANGED, 4, settle=1.0)
+    assert transitions(changes, "invoice_number")["INV-1"] == [
+        (None, "new"),
+        ("new", "paid_out"),
+        ("paid_out", "late"),
+        ("late", "complete"),
+    ]

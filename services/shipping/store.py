@@ -31,13 +31,11 @@ LATE_SCAN_LIMIT = 1000
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     # Orders with an invoice that may turn late: the earliest due date among paid-out ones.
     await db["orders"].create_index([("next_due_on", ASCENDING)], sparse=True)
-    await db["payouts"].create_index([("order_id", ASCENDING)])
     # One payout per invoice number per merchant, whichever order claims it: the ledger is
     # also the registry that refuses an invoice number reused across orders.
     await db["payouts"].create_index(
         [("merchant_id", ASCENDING), ("invoice_number", ASCENDING)], unique=True
     )
-    await db["clawbacks"].create_index([("order_id", ASCENDING)])
 
 
 def invoice_to_doc(invoice: Invoice) -> Doc:

@@ -191,7 +191,9 @@ class Engine:
         self.stopping = False
 
     async def setup(self) -> None:
-        await self.inbox.create_index([("trigger", ASCENDING)])
+        # Only a parked event's retry has a trigger other than itself (the tick that retried
+        # it); every other inbox record leaves the field out, and the sparse index skips it.
+        await self.inbox.create_index([("trigger", ASCENDING)], sparse=True, name="trigger_sparse")
         await self.inbox.create_index("expire_at", expireAfterSeconds=0)
         await self.parked.create_index([("parked_since", ASCENDING)])
         await self.service.setup(self.db)
@@ -320,7 +322,9 @@ class Engine:
         async with self.db.client.start_session() as session, await session.start_transaction():
             ids = list(dict.fromkeys(d.event.id for d in decoded))
             seen_docs = await self.inbox.find(
-                {"trigger": {"$in": ids}}, {"outputs": 1}, session=session
+                {"$or": [{"_id": {"$in": ids}}, {"trigger": {"$in": ids}}]},
+                {"outputs": 1},
+                session=session,
             ).to_list()
             seen = {doc["_id"] for doc in seen_docs}
             replay = [_outbound_of(o, doc["_id"]) for doc in seen_docs for o in doc["outputs"]]
@@ -402,10 +406,10 @@ class Engine:
             [
                 {
                     "_id": item.inbox_id,
-                    "trigger": item.trigger_id,
                     "outputs": outputs_by_inbox.get(item.inbox_id, []),
                     "expire_at": expire_at,
                 }
+                | ({"trigger": item.trigger_id} if item.trigger_id != item.inbox_id else {})
                 for item in batch.items
             ],
             ordered=False,

@@ -209,10 +209,7 @@ class RiskService:
             return None
         merchant = view.merchants.get(data.merchant_id)
         if merchant is None:
-            if item.park_expired:
-                self._reject(batch, item, data.order_id, "merchant_not_configured")
-            else:
-                batch.park(item, "merchant_not_configured")
+            self._wait_or_reject(batch, item, data.order_id, "merchant_not_configured")
             return None
         if data.currency != SUPPORTED_CURRENCY:
             self._reject(batch, item, data.order_id, f"unsupported_currency: {data.currency}")
@@ -286,10 +283,7 @@ class RiskService:
     ) -> None:
         order = view.orders.get(data.order_id)
         if order is None:
-            if item.park_expired:
-                self._reject(batch, item, data.order_id, "unknown_order")
-            else:
-                batch.park(item, "unknown_order")
+            self._wait_or_reject(batch, item, data.order_id, "unknown_order")
             return
         # Never more than this order still holds: a release cannot eat another order's room.
         amount = min(cents(data.amount), order.get("reserved_cents", 0))
@@ -304,10 +298,7 @@ class RiskService:
     ) -> _Outcome | None:
         order = view.orders.get(data.order_id)
         if order is None:
-            if item.park_expired:
-                self._reject(batch, item, data.order_id, "unknown_order")
-            else:
-                batch.park(item, "unknown_order")
+            self._wait_or_reject(batch, item, data.order_id, "unknown_order")
             return None
         resolution = domain.resolve_review(order["state"], data.outcome, data.decline_reason)
         if resolution.refusal is not None:
@@ -402,6 +393,14 @@ class RiskService:
         )
         state, reason = outcome.state, outcome.decline_reason or "none"
         batch.after_commit.append(lambda: self.metrics.decisions.labels(state, reason).inc())
+
+    def _wait_or_reject(self, batch: Batch, item: Inbound, order_id: str, reason: str) -> None:
+        """Something this event refers to has not arrived: park it, or once its time is up,
+        reject it with ``reason``."""
+        if item.park_expired:
+            self._reject(batch, item, order_id, reason)
+        else:
+            batch.park(item, reason)
 
     def _reject(self, batch: Batch, item: Inbound, order_id: str, reason: str) -> None:
         batch.emit(

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
 
 from bench.ceiling import bare_relay, preload
 from scripts.processes import REPO, Fleet
@@ -124,6 +125,24 @@ async def read_timestamps(
         return stamps
     finally:
         await consumer.stop()
+
+
+async def clean_up(kafka: str, mongo: str, prefix: str, database: str) -> None:
+    """Drop what the run created, so that repeated runs measure the same broker and database
+    rather than one filling up with earlier runs' topics and documents."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        created = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if created:
+            await admin.delete_topics(created)
+    finally:
+        await admin.close()
 
 
 async def wait_consumed(
@@ -291,6 +310,7 @@ async def measure(scenario: Scenario, args: argparse.Namespace) -> Report:
     finally:
         await bus.stop()
         fleet.stop_all()
+        await clean_up(kafka, mongo, prefix, f"bench{run_id}_{name}")
 
     return Report(
         service=name,

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from pymongo import AsyncMongoClient
 
 from shared.runtime.app import Worker
@@ -36,16 +35,6 @@ async def bus(infra: Infra, namespace: str) -> AsyncIterator[Bus]:
     await bus.start()
     yield bus
     await bus.stop()
-    # Each test's topics go with it: a long-lived local broker would otherwise collect
-    # thousands of them over a day of test runs, and slow down for it.
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from services.shipping import domain
 from services.shipping.store import ShippingView, ensure_indexes
 from shared import events as ev
 from shared import topics
+from shared.envelope import state_change_json
 from shared.money import cents, from_cents
 from shared.runtime.engine import Batch, Inbound
 
@@ -290,18 +291,22 @@ class ShippingService:
                 )
                 batch.after_commit.append(lambda: self.metrics.invoices.labels(currency).inc())
             case domain.InvoiceStateChanged(invoice_number=number, from_=from_, to=to):
-                batch.emit(
+                batch.emit_wire(
                     item,
-                    ev.InvoiceStateChanged.model_construct(
-                        invoice_number=number, order_id=order.order_id, from_=from_, to=to
+                    topic=ev.InvoiceStateChanged.TOPIC,
+                    event_type=ev.InvoiceStateChanged.EVENT_TYPE,
+                    key=order.order_id,
+                    data_json=state_change_json(
+                        "invoice_number", number, order.order_id, from_, to
                     ),
                 )
             case domain.OrderStateChanged(from_=from_, to=to):
-                batch.emit(
+                batch.emit_wire(
                     item,
-                    ev.OrderStateChanged.model_construct(
-                        order_id=order.order_id, from_=from_, to=to
-                    ),
+                    topic=ev.OrderStateChanged.TOPIC,
+                    event_type=ev.OrderStateChanged.EVENT_TYPE,
+                    key=order.order_id,
+                    data_json=state_change_json("order_id", order.order_id, None, from_, to),
                 )
             case domain.PayoutInstructed() as payout:
                 amount = from_cents(payout.amount)

@@ -35,7 +35,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared.envelope import CloudEvent, ContractError, encode_event, parse_event
+from shared.envelope import CloudEvent, ContractError, encode_wire, parse_event
 from shared.events import ClockTick, EventData
 from shared.ids import uuid5_str
 from shared.runtime.logging import get_logger
@@ -123,15 +123,35 @@ class Batch:
 
     def emit(self, cause: Inbound, data: EventData) -> str:
         """Queue an output caused by ``cause``; returns its event id."""
+        return self.emit_wire(
+            cause,
+            topic=data.TOPIC,
+            event_type=data.EVENT_TYPE,
+            key=data.key(),
+            data_json=data.model_dump_json(by_alias=True),
+        )
+
+    def emit_wire(
+        self, cause: Inbound, *, topic: str, event_type: str, key: str, data_json: str
+    ) -> str:
+        """``emit`` for data already encoded as the contract's JSON (hot paths only)."""
         n = self._emitted_per_cause.get(cause.event.id, 0)
         self._emitted_per_cause[cause.event.id] = n + 1
         event_id = output_event_id(self.service, cause.event.id, n)
+        value = encode_wire(
+            event_type=event_type,
+            data_json=data_json,
+            id=event_id,
+            source=f"/{self.service}",
+            time=cause.now,
+            subject=key,
+        )
         self.outputs.append(
             Outbound(
-                topic=data.TOPIC,
-                key=data.key().encode(),
-                value=encode_event(data, id=event_id, source=f"/{self.service}", time=cause.now),
-                event_type=data.EVENT_TYPE,
+                topic=topic,
+                key=key.encode(),
+                value=value,
+                event_type=event_type,
                 inbox_id=cause.inbox_id,
             )
         )

@@ -8,6 +8,7 @@ gross != net + tax are rejected with the field named.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -58,6 +59,11 @@ class EventData(BaseModel):
             return "clock"
         value: Any = getattr(self, self.KEY_FIELD)
         return str(value)
+
+    def fingerprint(self) -> str:
+        """Digest of the content: tells "the same command again" (a no-op) from "the same
+        id with different content" (refused)."""
+        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()
 
 
 class _Part(BaseModel):

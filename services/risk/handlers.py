@@ -7,7 +7,6 @@ MongoDB transaction together with the inbox.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +85,6 @@ def to_domain_company(data: ev.CompanyRegistered) -> domain.Company:
         score=data.score,
         financing_limit=data.financing_limit,
     )
-
-
-def fingerprint(data: ev.EventData) -> str:
-    return hashlib.sha256(data.model_dump_json(by_alias=True).encode()).hexdigest()
 
 
 @dataclass
@@ -203,7 +198,7 @@ class RiskService:
     ) -> _Outcome | None:
         existing = view.orders.get(data.order_id)
         if existing is not None:
-            if existing["fingerprint"] != fingerprint(data):
+            if existing["fingerprint"] != data.fingerprint():
                 self._reject(batch, item, data.order_id, "order_id already used for another order")
             # The same order sent again under a new event id: already decided, nothing to do.
             return None
@@ -261,7 +256,7 @@ class RiskService:
                 if order.billing_address
                 else None,
                 "requested_event_id": item.event.id,
-                "fingerprint": fingerprint(data),
+                "fingerprint": data.fingerprint(),
                 "decided_at": item.now,
             }
         )

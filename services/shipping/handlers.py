@@ -8,7 +8,6 @@ stored and replays the stored outputs instead of deciding again.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC
 from typing import Any
 
@@ -95,10 +94,6 @@ class ShippingMetrics:
             ["reason"],
             registry=registry,
         )
-
-
-def fingerprint(data: ev.EventData) -> str:
-    return hashlib.sha256(data.model_dump_json(by_alias=True).encode()).hexdigest()
 
 
 def to_money3(amount: ev.Amount) -> domain.Money3:
@@ -205,7 +200,7 @@ class ShippingService:
                     amount=to_money3(data.amount),
                     shipped_at=data.shipped_at.astimezone(UTC),
                     currency=data.currency,
-                    fingerprint=fingerprint(data),
+                    fingerprint=data.fingerprint(),
                     invoice_number_taken_by=owner,
                 )
             case ev.OrderCanceled():
@@ -216,7 +211,7 @@ class ShippingService:
                     invoice_number=data.invoice_number,
                     credit_note_number=data.credit_note_number,
                     amount=to_money3(data.amount),
-                    fingerprint=fingerprint(data),
+                    fingerprint=data.fingerprint(),
                 )
             case ev.InvoiceSettled():
                 return domain.settle(order, data.invoice_number)

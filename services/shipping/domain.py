@@ -248,6 +248,18 @@ def _park(order: Order, code: str, detail: str) -> Result:
     return Result(order, park=Park(code, detail))
 
 
+def _unknown_invoice(order: Order, invoice_number: str) -> Result:
+    return _park(order, "unknown_invoice", f"no invoice {invoice_number} on this order yet")
+
+
+def _clone_with(order: Order, invoice_number: str) -> tuple[Order, Invoice]:
+    """A copy of the order to change, and its copy of the invoice."""
+    new = order.clone()
+    target = new.invoice(invoice_number)
+    assert target is not None, "looked up on the original first"
+    return new, target
+
+
 def _fmt(value: int) -> str:
     return f"{Decimal(value) / 100:.2f}"
 
@@ -422,7 +434,7 @@ def credit_note(
         return waiting
     invoice = order.invoice(invoice_number)
     if invoice is None:
-        return _park(order, "unknown_invoice", f"no invoice {invoice_number} on this order yet")
+        return _unknown_invoice(order, invoice_number)
     known = invoice.credit_notes.get(credit_note_number)
     if known is not None:
         if known == fingerprint:
@@ -445,22 +457,19 @@ def credit_note(
             f"credit {_fmt(amount.gross)} exceeds the open {_fmt(invoice.open_amount)} "
             f"of invoice {invoice_number}",
         )
-    new = order.clone()
-    target = new.invoice(invoice_number)
-    assert target is not None
+    new, target = _clone_with(order, invoice_number)
     target.credited += amount.gross
     target.credit_notes[credit_note_number] = fingerprint
     effects: list[Effect] = _release(
         new, amount.gross, "credit_note", f"credit/{invoice_number}/{credit_note_number}"
     )
+    # At zero the invoice is worth nothing either way: all that was paid out comes back.
+    effects += _claw_back(new, target, "credit_note", f"credit/{credit_note_number}")
     if target.open_amount == 0:
         previous = target.state
         target.state = "canceled"
-        effects += _claw_back(new, target, "credit_note", f"credit/{credit_note_number}")
         effects.append(InvoiceStateChanged(invoice_number, previous, "canceled"))
         effects += _maybe_complete(new)
-    else:
-        effects += _claw_back(new, target, "credit_note", f"credit/{credit_note_number}")
     return Result(new, tuple(effects))
 
 
@@ -499,12 +508,10 @@ def settle(order: Order, invoice_number: str) -> Result:
         return waiting
     invoice = order.invoice(invoice_number)
     if invoice is None:
-        return _park(order, "unknown_invoice", f"no invoice {invoice_number} on this order yet")
+        return _unknown_invoice(order, invoice_number)
     if not invoice.is_open:
         return Result(order)  # settling a canceled or complete invoice changes nothing
-    new = order.clone()
-    target = new.invoice(invoice_number)
-    assert target is not None
+    new, target = _clone_with(order, invoice_number)
     previous = target.state
     target.state = "complete"
     effects: list[Effect] = [InvoiceStateChanged(invoice_number, previous, "complete")]
@@ -530,20 +537,17 @@ def hand_over(order: Order, invoice_number: str) -> Result:
         return waiting
     invoice = order.invoice(invoice_number)
     if invoice is None:
-        return _park(order, "unknown_invoice", f"no invoice {invoice_number} on this order yet")
+        return _unknown_invoice(order, invoice_number)
     if invoice.handed_over:
         return Result(order)
-    new = order.clone()
-    target = new.invoice(invoice_number)
-    assert target is not None
+    new, target = _clone_with(order, invoice_number)
     target.handed_over = True
     return Result(new)
 
 
 def mark_late(order: Order, today: date) -> Result:
     """An invoice unpaid the day after its due date is late."""
-    late = [i for i in order.invoices if i.state == "paid_out" and i.due_on < today]
-    if not late:
+    if not any(i.state == "paid_out" and i.due_on < today for i in order.invoices):
         return Result(order)
     new = order.clone()
     effects: list[Effect] = []

@@ -106,10 +106,10 @@ def to_amount(amount: domain.Money3) -> ev.Amount:
     )
 
 
-# Outputs are built with ``model_construct``: every value comes from the typed domain (cents
-# converted by ``from_cents``), and validating each of the five models per capture again was
-# a tenth of the worker's CPU. The integration tests read every output back through the
-# contract's validation, so a model that drifts from the contract fails there.
+# Outputs are built with ``model_construct`` (state changes as JSON directly): every value
+# comes from the typed domain (cents converted by ``from_cents``), and validating the five
+# outputs of each capture again was a tenth of the worker's CPU. The integration tests read
+# every output back through the contract's validation, so drift from the contract fails there.
 
 
 class ShippingService:

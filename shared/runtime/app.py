@@ -275,6 +275,7 @@ class Worker:
         if self.output.producer is not None:
             await self.output.producer.stop()
         await self.mongo.close()
+        self.metrics.unwatch_gc()
 
     async def start(self) -> None:
         await self.open_resources()

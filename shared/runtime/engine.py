@@ -5,9 +5,11 @@ A consumed batch of Kafka records becomes, in order:
 1. decoding: each record is parsed against the contract; what fails goes to ``<topic>.dlq``;
 2. one MongoDB transaction: the inbox is asked which event ids were already processed, the
    service handles the rest (load, decide, store), and an inbox record per event is written
-   holding the events it caused. State change and inbox commit together or not at all;
+   holding the events it caused. State change and inbox commit together or not at all
+   (``store_batch``);
 3. publishing: the outputs of this batch, plus the stored outputs of any redelivered event
-   (a crash may have hit between commit and publish), are published and awaited;
+   (a crash may have hit between commit and publish), are published and awaited
+   (``publish``; the worker overlaps it with storing the next batch);
 4. only then does the caller commit the Kafka offsets.
 
 So an event redelivered by Kafka has no second effect, and an effect never goes unpublished.
@@ -222,11 +224,6 @@ class Engine:
         return physical.removeprefix(self.topic_prefix)
 
     # -- the batch -------------------------------------------------------------------------
-
-    async def run_batch(self, records: Sequence[RawRecord]) -> None:
-        """Store the batch's effects and publish its outputs (awaited)."""
-        outputs = await self.store_batch(records)
-        await self.publish(outputs)
 
     async def store_batch(self, records: Sequence[RawRecord]) -> list[Outbound]:
         """Decode, dead-letter what is invalid, and commit the batch's effects in MongoDB.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,6 +15,7 @@ class WorkerMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        self._gc_callback: Callable[[str, dict[str, int]], None] | None = None
         r = self.registry
         self.events = Counter(
             "worker_events_total",
@@ -87,4 +89,12 @@ class WorkerMetrics:
                     time.perf_counter() - started.pop("at")
                 )
 
+        self.unwatch_gc()
+        self._gc_callback = callback
         gc.callbacks.append(callback)
+
+    def unwatch_gc(self) -> None:
+        """Several workers start and stop in one test process; each removes its own."""
+        if self._gc_callback is not None and self._gc_callback in gc.callbacks:
+            gc.callbacks.remove(self._gc_callback)
+        self._gc_callback = None

@@ -17,6 +17,7 @@ from scripts.processes import Fleet, Process
 from shared import topics
 from shared.events import OrderDecided
 from tests import examples as ex
+from tests.e2e.fleets import fleet_for
 from tests.harness import Bus
 from tests.infra import Infra
 
@@ -29,20 +30,7 @@ PROCESSED_ORDERS = re.compile(
 
 @pytest.fixture
 def fleet(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(
-        env={
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
-            "MONGODB_URI": infra.mongodb_uri,
-            "TOPIC_PREFIX": f"{namespace}.",
-            "RISK_MONGODB_DATABASE": f"{namespace}_risk",
-            "RISK_BATCH_TIMEOUT_MS": "5",
-            "RISK_LAG_REFRESH_SECONDS": "0.5",
-            "LOG_LEVEL": "WARNING",
-        },
-        log_dir=tmp_path / "logs",
-    )
-    # Parked events (an order read before its merchant's configuration) retry on ticks.
-    fleet.start_ticker(0.5)
+    fleet = fleet_for(infra, namespace, tmp_path / "logs", "risk")
     yield fleet
     fleet.stop_all()
 

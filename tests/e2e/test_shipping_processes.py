@@ -21,6 +21,7 @@ from shared.envelope import parse_event
 from shared.events import EventData, PayoutClawbackInstructed, PayoutInstructed
 from shared.money import cents
 from tests import examples as ex
+from tests.e2e.fleets import fleet_for
 from tests.harness import Bus
 from tests.infra import Infra
 
@@ -32,22 +33,14 @@ FEE = d.MerchantTerms("m-1", "DE89370400440532013000", Decimal("1.90"), 25)
 
 @pytest.fixture
 def fleet(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(
-        env={
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
-            "MONGODB_URI": infra.mongodb_uri,
-            "TOPIC_PREFIX": f"{namespace}.",
-            "SHIPPING_MONGODB_DATABASE": f"{namespace}_shipping",
-            "SHIPPING_BATCH_TIMEOUT_MS": "5",
-            # Small batches, so the kill lands between many commits, not after one.
-            "SHIPPING_BATCH_MAX_RECORDS": "20",
-            "SHIPPING_LAG_REFRESH_SECONDS": "0.5",
-            "LOG_LEVEL": "WARNING",
-        },
-        log_dir=tmp_path / "logs",
+    fleet = fleet_for(
+        infra,
+        namespace,
+        tmp_path / "logs",
+        "shipping",
+        # Small batches, so the kill lands between many commits, not after one.
+        BATCH_MAX_RECORDS="20",
     )
-    # Events read before what they refer to (another topic, another batch) park until a tick.
-    fleet.start_ticker(0.5)
     yield fleet
     fleet.stop_all()
 

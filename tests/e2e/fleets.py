@@ -1,0 +1,29 @@
+"""Workers as processes, each test under its own topic prefix and database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripts.processes import Fleet
+from tests.infra import Infra
+
+
+def fleet_for(infra: Infra, namespace: str, log_dir: Path, service: str, **knobs: str) -> Fleet:
+    """A fleet for ``service`` with fast batches and lag refresh, plus ``knobs`` (setting
+    names without the service prefix, e.g. ``BATCH_MAX_RECORDS="20"``), and a ticker:
+    events read before what they refer to park until a tick."""
+    prefix = service.upper()
+    settings = {"BATCH_TIMEOUT_MS": "5", "LAG_REFRESH_SECONDS": "0.5", **knobs}
+    fleet = Fleet(
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+            "MONGODB_URI": infra.mongodb_uri,
+            "TOPIC_PREFIX": f"{namespace}.",
+            f"{prefix}_MONGODB_DATABASE": f"{namespace}_{service}",
+            "LOG_LEVEL": "WARNING",
+            **{f"{prefix}_{name}": value for name, value in settings.items()},
+        },
+        log_dir=log_dir,
+    )
+    fleet.start_ticker(0.5)
+    return fleet

@@ -147,10 +147,15 @@ async def wait_consumed(
     await admin.start()
     await probe.start()
     try:
-        await probe.topics()  # fetches cluster metadata
+        # (The probe's own metadata only knows topics it was asked about: an earlier version
+        # read partitions from it, found none, and so never waited.)
+        described = await admin.describe_topics(topic_names)
         tps = [
-            TopicPartition(t, p) for t in topic_names for p in probe.partitions_for_topic(t) or ()
+            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
         ]
+        missing = set(topic_names) - {tp.topic for tp in tps}
+        if missing:
+            raise RuntimeError(f"reference topics not found: {sorted(missing)}")
         ends = await probe.end_offsets(tps)
         deadline = time.monotonic() + wait_seconds
         while True:

@@ -151,7 +151,10 @@ async def wait_consumed(
         # read partitions from it, found none, and so never waited.)
         described = await admin.describe_topics(topic_names)
         tps = [
-            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+            TopicPartition(t["topic"], p["partition"])
+            for t in described
+            if t["error_code"] == 0
+            for p in t["partitions"]
         ]
         missing = set(topic_names) - {tp.topic for tp in tps}
         if missing:

@@ -398,14 +398,6 @@ class RiskService:
             batch.park(item, reason)
 
     def _reject(self, batch: Batch, item: Inbound, order_id: str, reason: str) -> None:
-        batch.emit(
-            item,
-            ev.CommandRejected(
-                command_id=item.event.id,
-                command_type=item.event.type,
-                order_id=order_id,
-                reason=reason,
-            ),
-        )
+        batch.reject(item, order_id, reason)
         label = reason.split(":", 1)[0]
         batch.after_commit.append(lambda: self.metrics.rejections.labels(label).inc())

@@ -388,14 +388,6 @@ class ShippingService:
     def _reject(
         self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
     ) -> None:
-        batch.emit(
-            item,
-            ev.CommandRejected(
-                command_id=item.event.id,
-                command_type=item.event.type,
-                order_id=order_id,
-                reason=rejection.reason,
-            ),
-        )
+        batch.reject(item, order_id, rejection.reason)
         code = rejection.code
         batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())

@@ -38,7 +38,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared.envelope import CloudEvent, ContractError, encode_wire, parse_event
-from shared.events import ClockTick, EventData
+from shared.events import ClockTick, CommandRejected, EventData
 from shared.ids import uuid5_str
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
@@ -158,6 +158,18 @@ class Batch:
             )
         )
         return event_id
+
+    def reject(self, cause: Inbound, order_id: str, reason: str) -> str:
+        """Refuse ``cause``: a ``commands.rejected`` naming it and the reason."""
+        return self.emit(
+            cause,
+            CommandRejected(
+                command_id=cause.event.id,
+                command_type=cause.event.type,
+                order_id=order_id,
+                reason=reason,
+            ),
+        )
 
     def park(self, item: Inbound, reason: str) -> None:
         self.parked[item.event.id] = (item, reason)

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import topics
-from shared.events import CommandRejected, OrderCanceled
+from shared.events import OrderCanceled
 from shared.runtime.app import Worker
 from shared.runtime.engine import Batch
 from shared.runtime.metrics import WorkerMetrics
@@ -49,15 +49,7 @@ class EchoService:
             await self.db["effects"].update_one(
                 {"_id": data.order_id}, {"$inc": {"count": 1}}, upsert=True, session=batch.session
             )
-            batch.emit(
-                item,
-                CommandRejected(
-                    command_id=item.event.id,
-                    command_type=item.event.type,
-                    order_id=data.order_id,
-                    reason="expired" if item.park_expired else "echo",
-                ),
-            )
+            batch.reject(item, data.order_id, "expired" if item.park_expired else "echo")
 
 
 def build_echo(settings: WorkerSettings) -> Worker:

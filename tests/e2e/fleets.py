@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
-from scripts.processes import Fleet
+from scripts.processes import Fleet, Process
 from tests.infra import Infra
 
 
@@ -27,3 +29,17 @@ def fleet_for(infra: Infra, namespace: str, log_dir: Path, service: str, **knobs
     )
     fleet.start_ticker(0.5)
     return fleet
+
+
+async def metrics_matching(worker: Process, pattern: str, timeout: float = 30.0) -> str:
+    """The worker's /metrics text once ``pattern`` (a regular expression) is found in it:
+    some series, such as the consumer lag, are only refreshed in the background."""
+    found = re.compile(pattern)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status, text = worker.get("/metrics")
+        assert status == 200
+        if found.search(text):
+            return text
+        assert asyncio.get_running_loop().time() < deadline, f"{worker.name}: no {pattern}"
+        await asyncio.sleep(0.2)

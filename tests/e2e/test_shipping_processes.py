@@ -4,7 +4,7 @@ exactly once, and what was paid and clawed back equals what the pure domain says
 
 from __future__ import annotations
 
-import asyncio
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -21,7 +21,7 @@ from shared.envelope import parse_event
 from shared.events import EventData, PayoutClawbackInstructed, PayoutInstructed
 from shared.money import cents
 from tests import examples as ex
-from tests.e2e.fleets import fleet_for
+from tests.e2e.fleets import fleet_for, metrics_matching
 from tests.harness import Bus
 from tests.infra import Infra
 
@@ -229,12 +229,7 @@ async def test_metrics_endpoint_shows_payouts_clawbacks_and_rejections(
     await bus.events(topics.COMMANDS_REJECTED, count=1, timeout=30)
 
     lag = 'worker_consumer_lag_messages{partition="0",service="shipping",topic="orders.shipped"}'
-    for _ in range(50):  # the lag gauge is refreshed in the background
-        status, text = worker.get("/metrics")
-        assert status == 200
-        if lag in text:
-            break
-        await asyncio.sleep(0.2)
+    text = await metrics_matching(worker, re.escape(lag))  # refreshed in the background
     expected = [
         'shipping_payouts_instructed_total{currency="EUR"} 1.0',
         'shipping_payouts_instructed_amount_total{currency="EUR"} 97.85',

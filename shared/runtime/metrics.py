@@ -41,6 +41,27 @@ class WorkerMetrics:
             ["service", "stage"],  # store|publish|commit
             registry=r,
         )
+        self.permanent_errors = Counter(
+            "worker_permanent_errors_total",
+            "Failures a retry would hit again (record too large, authorisation, a duplicate "
+            "key): the event is dead-lettered alone, or the worker stops itself.",
+            ["service", "stage"],  # store|publish|commit|decode
+            registry=r,
+        )
+        self.ready = Gauge(
+            "worker_ready",
+            "1 while the worker's readiness check (/readyz: Kafka and MongoDB answer, no fatal "
+            "error) passes, 0 while it fails; refreshed in the background.",
+            ["service"],
+            registry=r,
+        )
+        self.stopped = Gauge(
+            "worker_stopped",
+            "1 once the worker stopped consuming by itself after a failure it must not commit "
+            "past (it waits for a restart); 0 while it consumes.",
+            ["service"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "worker_batch_size_records",
             "Records per consumed batch.",

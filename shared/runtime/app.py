@@ -140,6 +140,8 @@ class Worker:
             ],
             # Per-message lines at DEBUG; handler exceptions still reach the log at ERROR.
             log_level=logging.DEBUG,
+            # A plain stdlib logger, rendered by configure_logging (not FastStream's colours).
+            logger=logging.getLogger("faststream.access.kafka"),
         )
         self.output = KafkaOutput(self.service.name, s.topic_prefix, self.metrics)
         self.engine = Engine(

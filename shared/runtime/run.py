@@ -8,6 +8,7 @@ import gc
 import uvicorn
 
 from shared.runtime.app import Worker
+from shared.runtime.logging import configure_logging
 
 
 def run_worker(worker: Worker) -> None:
@@ -15,6 +16,7 @@ def run_worker(worker: Worker) -> None:
     # start-up allocated lives for the whole process and is never traversed again.
     gc.freeze()
     gc.disable()
+    configure_logging(worker.settings.log_level)  # before uvicorn says its first line
     uvicorn.run(
         worker.asgi_app(),
         host=worker.settings.http_host,

@@ -96,10 +96,19 @@ def parse_date(value: Any) -> date:
 Rfc3339Time = Annotated[
     AwareDatetime,
     BeforeValidator(parse_date_time),
-    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-20T09:15:00Z"]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date-time",
+            "pattern": DATE_TIME_PATTERN,
+            "examples": ["2026-11-20T09:15:00Z"],
+        }
+    ),
 ]
 IsoDate = Annotated[
     date,
     BeforeValidator(parse_date),
-    WithJsonSchema({"type": "string", "format": "date", "examples": ["2026-11-20"]}),
+    WithJsonSchema(
+        {"type": "string", "format": "date", "pattern": DATE_PATTERN, "examples": ["2026-11-20"]}
+    ),
 ]

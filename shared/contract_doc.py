@@ -312,8 +312,8 @@ def render() -> str:
         "- **Record value**: one JSON object (RFC 8259) in UTF-8, no byte order mark. Other",
         "  encodings (UTF-16, UTF-32), `NaN`/`Infinity`/`-Infinity`, fractional JSON numbers",
         "  (anywhere, even in fields no model reads), strings with an unpaired surrogate",
-        f"  escape, and nesting deeper than {envelope.MAX_JSON_DEPTH} levels (the envelope"
-        " object is level 1) are refused.",
+        "  escape, a name twice in one object, and nesting deeper than",
+        f"  {envelope.MAX_JSON_DEPTH} levels (the envelope object is level 1) are refused.",
         "- **Money**: a JSON string of ASCII digits with exactly two fraction digits:",
         f"  `0.00` or a non-zero digit and at most {money.MAX_INTEGER_DIGITS - 1} more before",
         f"  the point (pattern `{money.MONEY_PATTERN}`). No sign, exponent,",

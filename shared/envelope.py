@@ -5,7 +5,8 @@ contract and raises ``ContractError`` (the worker dead-letters the record) for a
 
 - the value is JSON text (RFC 8259) in UTF-8: no other encoding, no byte order mark, no
   ``NaN``/``Infinity`` literals, no fractional numbers (money is a string), no string with an
-  unpaired surrogate escape, nesting at most ``MAX_JSON_DEPTH`` levels deep;
+  unpaired surrogate escape, no name twice in one object, nesting at most
+  ``MAX_JSON_DEPTH`` levels deep;
 - the envelope has the CloudEvents attributes with their bounds, ``time`` RFC 3339 with a zone;
 - ``type`` is one the record's topic carries, and ``data`` is that type's model.
 """
@@ -100,6 +101,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _object_with_unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 leaves duplicate names to each parser: json keeps the last, others the first.
+    # A record whose "gross" one system reads as 1.00 and another as 1000.00 is refused.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ValueError(f"the name {twice!r} appears twice in one object")
+    return result
+
+
 # A JSON string (escapes included) or a bracket: what decides the nesting depth.
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
@@ -133,7 +145,12 @@ def decode_json(value: bytes) -> Any:
         raise ContractError("json", f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         # A float anywhere is refused: no field of the contract is a fractional JSON number.
-        raw = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        raw = json.loads(
+            text,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_object_with_unique_names,
+        )
     except ValueError as exc:  # JSONDecodeError, and ints past Python's digit limit
         raise ContractError("json", f"not valid JSON: {exc}") from None
     if ("\\ud" in text or "\\uD" in text) and _has_unpaired_surrogate(raw):

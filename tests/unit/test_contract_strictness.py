@@ -7,7 +7,8 @@ engine dead-letters a record. Which fields are times, dates and money per type i
 here from EVENTS.md, not read from the models; a test checks that the models have no
 such field this table misses. The bad forms are the ones seen accepted black-box: Unix
 numbers for times, times without seconds or zone, money in other scripts' digits, NaN and
-Infinity, other encodings than UTF-8, plus the documented length and depth bounds.
+Infinity, other encodings than UTF-8; plus names twice in one object and the documented
+length and depth bounds.
 """
 
 from __future__ import annotations
@@ -357,6 +358,23 @@ def test_an_unpaired_surrogate_escape_is_refused(event_type: str) -> None:
     assert assert_refused(event_type, value).kind == "json"
     paired = encode(body).replace(b'"__S__"', b'"o-\\ud83d\\ude00"')  # one emoji: fine
     assert parse_event(TOPIC_OF[event_type], paired).subject == "o-\U0001f600"
+
+
+@pytest.mark.parametrize("event_type", sorted(VALID))
+@pytest.mark.parametrize("where", ["envelope", "data", "deepest"])
+def test_a_name_twice_in_one_object_is_refused(event_type: str, where: str) -> None:
+    # json.loads keeps the last of two equal names, other parsers the first: ambiguous.
+    body = record(event_type)
+    node = body if where == "envelope" else body["data"]
+    if where == "deepest":
+        while any(isinstance(v, dict) for v in node.values()):
+            node = next(v for v in node.values() if isinstance(v, dict))
+    name = next(iter(node))
+    node["__DUP__"] = node[name]
+    value = encode(body).replace(b'"__DUP__"', json.dumps(name).encode())
+    assert value.count(json.dumps(name).encode() + b":") >= 2
+    error = assert_refused(event_type, value)
+    assert error.kind == "json" and "twice" in error.message
 
 
 # -- valid forms are accepted, and mean what they say -------------------------------------------

@@ -234,6 +234,7 @@ def bad_dates(draw: st.DrawFn) -> Any:
     moment = draw(moments)
     good = moment.strftime("%Y-%m-%d")
     days = (moment.date() - datetime(1970, 1, 1).date()).days
+    unpadded = f"{moment.year}-{moment.month}-{moment.day}"
     return draw(
         st.sampled_from(
             [
@@ -243,7 +244,8 @@ def bad_dates(draw: st.DrawFn) -> Any:
                 moment.strftime("%Y%m%d"),
                 moment.strftime("%Y-%m-%dT00:00:00Z"),  # a time is not a date
                 moment.strftime("%d.%m.%Y"),
-                f"{moment.year}-{moment.month}-{moment.day}" if moment.month < 10 else good + "Z",
+                unpadded if unpadded != good else "2026-1-5",
+                f"{moment.year}-{moment.month:02d}-{moment.day:02d}Z",
                 f" {good}",
                 f"{good}\n",
                 _replace_a_digit(good, draw),

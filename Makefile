@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup services-up services-down services-status demo test test-unit test-integration \
-        lint typecheck check asyncapi lock bench clean
+        lint typecheck check asyncapi contract-doc lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -42,8 +42,12 @@ typecheck: setup
 asyncapi: setup
 	@$(PY) -m shared.asyncapi
 
+contract-doc: setup
+	@$(PY) -m shared.contract_doc
+
 check: lint typecheck
 	@$(PY) -m shared.asyncapi --check
+	@$(PY) -m shared.contract_doc --check
 
 test-unit: setup
 	@$(VENV)/bin/pytest tests/unit -q

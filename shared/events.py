@@ -2,19 +2,22 @@
 
 Each class knows its CloudEvents ``type``, its topic and which field is its Kafka key.
 Unknown extra fields are ignored (a minor version may add fields; a major version gets a new
-``type``); missing fields, wrong types, floats for money, negative amounts and
-gross != net + tax are rejected with the field named.
+``type``); missing fields, wrong types, numbers for money, negative amounts,
+gross != net + tax, times that are not RFC 3339 strings with a zone, dates that are not
+``YYYY-MM-DD``, and strings or lists beyond their bounds are rejected with the field named.
+
+The bounds (``MAX_*`` below) are the project's own, not EVENTS.md's: they keep one record's
+cost bounded and are published in docs/contract.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -25,11 +28,50 @@ from pydantic import (
 
 from shared import topics
 from shared.money import Money, Percent
+from shared.times import IsoDate, Rfc3339Time
 
-NonEmpty = Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
+MAX_ID_LENGTH = 128
+MAX_IBAN_LENGTH = 34  # ISO 13616, electronic format (no spaces)
+MAX_NAME_LENGTH = 300
+MAX_LINE_LENGTH = 200  # address parts, legal form, industry, external code
+MAX_TEXT_LENGTH = 2000  # free text: reasons, descriptions, remittance information
+MAX_URL_LENGTH = 2048
+MAX_LINE_ITEMS = 500
+MAX_RULE_HITS = 100
+MAX_ALLOCATIONS = 1000
+MAX_QUANTITY = 1_000_000
+
+
+def _bounded(min_length: int, max_length: int) -> StringConstraints:
+    return StringConstraints(min_length=min_length, max_length=max_length)
+
+
+# An identifier: order, merchant, company, invoice, credit note, transaction, ... ids.
+Identifier = Annotated[str, _bounded(1, MAX_ID_LENGTH)]
+IdentifierOrEmpty = Annotated[str, _bounded(0, MAX_ID_LENGTH)]
+Iban = Annotated[str, _bounded(1, MAX_IBAN_LENGTH)]
+IbanOrEmpty = Annotated[str, _bounded(0, MAX_IBAN_LENGTH)]
+Name = Annotated[str, _bounded(1, MAX_NAME_LENGTH)]
+NameOrEmpty = Annotated[str, _bounded(0, MAX_NAME_LENGTH)]
+Line = Annotated[str, _bounded(1, MAX_LINE_LENGTH)]
+LineOrEmpty = Annotated[str, _bounded(0, MAX_LINE_LENGTH)]
+Text = Annotated[str, _bounded(1, MAX_TEXT_LENGTH)]
+TextOrEmpty = Annotated[str, _bounded(0, MAX_TEXT_LENGTH)]
+Url = Annotated[str, _bounded(1, MAX_URL_LENGTH)]
+# [A-Z] and [0-9] are ASCII in pydantic's (Rust) regex; \d would be every script's digits.
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
-VatRate = Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")]
+VatRate = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,2}(\.[0-9]{1,2})?$")]
+
+
+def _not_a_bool(value: Any) -> Any:
+    # Literal[1, 2, 3] would take true as 1 (True == 1 in Python).
+    if isinstance(value, bool):
+        raise ValueError("must be an integer, not a boolean")
+    return value
+
+
+DunningLevel = Annotated[Literal[1, 2, 3], BeforeValidator(_not_a_bool)]
 
 OrderState = Literal[
     "waiting", "created", "declined", "partially_shipped", "shipped", "complete", "canceled"
@@ -95,36 +137,36 @@ class Fee(_Part):
 
 
 class Address(_Part):
-    street: NonEmpty
-    house_number: NonEmpty
-    postal_code: NonEmpty
-    city: NonEmpty
+    street: Line
+    house_number: Line
+    postal_code: Line
+    city: Line
     country: CountryCode
 
 
 class Debtor(_Part):
-    name: NonEmpty
-    legal_form: NonEmpty
-    registration_number: str | None = None
-    vat_id: str | None = None
+    name: Name
+    legal_form: Line
+    registration_number: IdentifierOrEmpty | None = None
+    vat_id: IdentifierOrEmpty | None = None
     address: Address
 
 
 class LineItem(_Part):
-    description: NonEmpty
-    quantity: StrictInt = Field(gt=0)
+    description: Text
+    quantity: StrictInt = Field(gt=0, le=MAX_QUANTITY)
     unit_price_net: Money
     vat_rate: VatRate
 
 
 class RuleHit(_Part):
-    rule: NonEmpty
+    rule: Line
     outcome: Literal["pass", "fail", "skip", "review"]
-    detail: str
+    detail: TextOrEmpty
 
 
 class Allocation(_Part):
-    invoice_number: NonEmpty
+    invoice_number: Identifier
     amount: Money
 
 
@@ -136,13 +178,13 @@ class MerchantConfigured(EventData):
     TOPIC = topics.MERCHANTS_CONFIGURED
     KEY_FIELD = "merchant_id"
 
-    merchant_id: NonEmpty
-    name: NonEmpty
-    payout_iban: NonEmpty
+    merchant_id: Identifier
+    name: Name
+    payout_iban: Iban
     fee: Fee
     manual_review: StrictBool = False
     einvoicing: Literal["billit"] | None = None
-    billit_party_id: str | None = None
+    billit_party_id: IdentifierOrEmpty | None = None
 
     @model_validator(mode="after")
     def _billit_needs_party(self) -> MerchantConfigured:
@@ -156,13 +198,13 @@ class CompanyRegistered(EventData):
     TOPIC = topics.COMPANIES_REGISTERED
     KEY_FIELD = "company_id"
 
-    company_id: NonEmpty
-    name: NonEmpty
-    legal_form: NonEmpty
-    registration_number: str | None = None
-    vat_id: str | None = None
+    company_id: Identifier
+    name: Name
+    legal_form: Line
+    registration_number: IdentifierOrEmpty | None = None
+    vat_id: IdentifierOrEmpty | None = None
     address: Address
-    industry: str | None = None
+    industry: LineOrEmpty | None = None
     insolvent: StrictBool
     score: StrictInt | None = Field(ge=0, le=100)
     financing_limit: Money
@@ -174,16 +216,16 @@ class OrderRequested(EventData):
     TOPIC = topics.ORDERS_REQUESTED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    merchant_id: NonEmpty
-    external_code: str
+    order_id: Identifier
+    merchant_id: Identifier
+    external_code: LineOrEmpty
     amount: Amount
     currency: Currency
     duration_days: StrictInt = Field(ge=7, le=120)
     debtor: Debtor
     billing_address: Address | None = None
     delivery_address: Address | None = None
-    line_items: list[LineItem]
+    line_items: list[LineItem] = Field(max_length=MAX_LINE_ITEMS)
 
 
 class OrderReviewed(EventData):
@@ -191,10 +233,10 @@ class OrderReviewed(EventData):
     TOPIC = topics.ORDERS_REVIEWED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
+    order_id: Identifier
     outcome: Literal["approve", "decline"]
     decline_reason: DeclineReason | None = None
-    reviewer: NonEmpty
+    reviewer: Identifier
 
 
 class OrderShipped(EventData):
@@ -202,11 +244,11 @@ class OrderShipped(EventData):
     TOPIC = topics.ORDERS_SHIPPED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    order_id: Identifier
+    invoice_number: Identifier
     amount: Amount
-    shipped_at: AwareDatetime
-    invoice_url: str | None = None
+    shipped_at: Rfc3339Time
+    invoice_url: Url | None = None
     currency: Currency = "EUR"
 
 
@@ -215,8 +257,8 @@ class OrderCanceled(EventData):
     TOPIC = topics.ORDERS_CANCELED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    reason: str | None = None
+    order_id: Identifier
+    reason: Text | None = None
 
 
 class InvoiceCreditNoted(EventData):
@@ -224,9 +266,9 @@ class InvoiceCreditNoted(EventData):
     TOPIC = topics.INVOICES_CREDIT_NOTED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    invoice_number: NonEmpty
-    credit_note_number: NonEmpty
+    order_id: Identifier
+    invoice_number: Identifier
+    credit_note_number: Identifier
     amount: Amount
     currency: Currency = "EUR"
 
@@ -236,14 +278,14 @@ class BankTransactionReceived(EventData):
     TOPIC = topics.BANK_TRANSACTIONS
     KEY_FIELD = "creditor_iban"
 
-    transaction_id: NonEmpty
-    creditor_iban: NonEmpty
+    transaction_id: Identifier
+    creditor_iban: Iban
     amount: Money
     currency: Currency
-    booking_date: date
-    debtor_name: str
-    debtor_iban: str
-    remittance_information: str
+    booking_date: IsoDate
+    debtor_name: NameOrEmpty
+    debtor_iban: IbanOrEmpty
+    remittance_information: TextOrEmpty
 
 
 class PaymentReported(EventData):
@@ -251,10 +293,10 @@ class PaymentReported(EventData):
     TOPIC = topics.PAYMENTS_REPORTED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    order_id: Identifier
+    invoice_number: Identifier
     amount: Money
-    received_on: date
+    received_on: IsoDate
     currency: Currency = "EUR"
 
 
@@ -263,9 +305,9 @@ class MerchantDebitCollected(EventData):
     TOPIC = topics.MERCHANT_DEBITS_COLLECTED
     KEY_FIELD = "order_id"
 
-    debit_id: NonEmpty
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    debit_id: Identifier
+    order_id: Identifier
+    invoice_number: Identifier
     amount: Money
     currency: Currency = "EUR"
 
@@ -275,10 +317,10 @@ class DunningPauseRequested(EventData):
     TOPIC = topics.DUNNING_PAUSE_REQUESTED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    order_id: Identifier
+    invoice_number: Identifier
     requested_by: Literal["merchant", "ops"]
-    reason: str
+    reason: TextOrEmpty
 
 
 class ClockTick(EventData):
@@ -286,7 +328,7 @@ class ClockTick(EventData):
     TOPIC = topics.CLOCK_TICKS
     KEY_FIELD = None
 
-    now: AwareDatetime
+    now: Rfc3339Time
 
 
 # -- output events --------------------------------------------------------------------------
@@ -297,19 +339,26 @@ class OrderDecided(EventData):
     TOPIC = topics.ORDERS_DECIDED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
-    merchant_id: NonEmpty
+    order_id: Identifier
+    merchant_id: Identifier
     state: Literal["created", "declined", "waiting"]
     decline_reason: DeclineReason | None
-    debtor_company_id: str | None = None
-    viban: str | None = None
-    ruleset_version: NonEmpty
-    rule_hits: list[RuleHit]
+    debtor_company_id: IdentifierOrEmpty | None = None
+    viban: Iban | None = None
+    ruleset_version: Identifier
+    rule_hits: list[RuleHit] = Field(max_length=MAX_RULE_HITS)
 
     @model_validator(mode="after")
     def _reason_iff_declined(self) -> OrderDecided:
         if (self.state == "declined") != (self.decline_reason is not None):
             raise ValueError("decline_reason is set exactly when state is declined")
+        return self
+
+    @model_validator(mode="after")
+    def _viban_iff_created(self) -> OrderDecided:
+        # EVENTS.md: "viban? (when created)": the buyer pays a created order to it.
+        if (self.state == "created") != (self.viban is not None):
+            raise ValueError("viban is set exactly when state is created")
         return self
 
 
@@ -318,7 +367,7 @@ class OrderStateChanged(EventData):
     TOPIC = topics.ORDERS_STATE_CHANGED
     KEY_FIELD = "order_id"
 
-    order_id: NonEmpty
+    order_id: Identifier
     # None for an order's first state: it had none before the decision.
     from_: OrderState | None = Field(alias="from")
     to: OrderState
@@ -329,10 +378,10 @@ class CommandRejected(EventData):
     TOPIC = topics.COMMANDS_REJECTED
     KEY_FIELD = "order_id"
 
-    command_id: NonEmpty
-    command_type: NonEmpty
-    order_id: NonEmpty
-    reason: NonEmpty
+    command_id: Identifier
+    command_type: Identifier
+    order_id: Identifier
+    reason: Text
 
 
 class InvoiceIssued(EventData):
@@ -340,14 +389,14 @@ class InvoiceIssued(EventData):
     TOPIC = topics.INVOICES_ISSUED
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
-    order_id: NonEmpty
-    merchant_id: NonEmpty
+    invoice_number: Identifier
+    order_id: Identifier
+    merchant_id: Identifier
     amount: Amount
-    issued_on: date
-    due_on: date
-    viban: NonEmpty
-    debtor_company_id: NonEmpty
+    issued_on: IsoDate
+    due_on: IsoDate
+    viban: Iban
+    debtor_company_id: Identifier
     currency: Currency = "EUR"
 
 
@@ -356,9 +405,9 @@ class InvoiceStateChanged(EventData):
     TOPIC = topics.INVOICES_STATE_CHANGED
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
+    invoice_number: Identifier
     # Not in the contract's column list, but the topic is keyed by order_id.
-    order_id: NonEmpty
+    order_id: Identifier
     from_: InvoiceState | None = Field(alias="from")
     to: InvoiceState
 
@@ -368,14 +417,14 @@ class PayoutInstructed(EventData):
     TOPIC = topics.PAYOUTS_INSTRUCTED
     KEY_FIELD = "order_id"
 
-    payout_id: NonEmpty
-    order_id: NonEmpty
-    invoice_number: NonEmpty
-    merchant_id: NonEmpty
+    payout_id: Identifier
+    order_id: Identifier
+    invoice_number: Identifier
+    merchant_id: Identifier
     gross: Money
     fee: Money
     payout_amount: Money
-    payout_iban: NonEmpty
+    payout_iban: Iban
     currency: Currency = "EUR"
 
 
@@ -384,9 +433,9 @@ class PayoutClawbackInstructed(EventData):
     TOPIC = topics.PAYOUTS_CLAWBACK_INSTRUCTED
     KEY_FIELD = "order_id"
 
-    clawback_id: NonEmpty
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    clawback_id: Identifier
+    order_id: Identifier
+    invoice_number: Identifier
     amount: Money
     reason: Literal["canceled", "credit_note"]
     currency: Currency = "EUR"
@@ -397,9 +446,9 @@ class PaymentAllocated(EventData):
     TOPIC = topics.PAYMENTS_ALLOCATED
     KEY_FIELD = "creditor_iban"
 
-    transaction_id: NonEmpty
-    creditor_iban: NonEmpty
-    allocations: list[Allocation]
+    transaction_id: Identifier
+    creditor_iban: Iban
+    allocations: list[Allocation] = Field(max_length=MAX_ALLOCATIONS)
     overpayment: Money
     unallocated: Money
     currency: Currency = "EUR"
@@ -410,9 +459,9 @@ class InvoiceSettled(EventData):
     TOPIC = topics.INVOICES_SETTLED
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
-    order_id: NonEmpty
-    settled_on: date
+    invoice_number: Identifier
+    order_id: Identifier
+    settled_on: IsoDate
     paid_total: Money
     currency: Currency = "EUR"
 
@@ -422,10 +471,10 @@ class PaymentOverpaymentForwarded(EventData):
     TOPIC = topics.PAYMENTS_OVERPAYMENT_FORWARDED
     KEY_FIELD = "merchant_id"
 
-    transaction_id: NonEmpty
-    merchant_id: NonEmpty
+    transaction_id: Identifier
+    merchant_id: Identifier
     amount: Money
-    payout_iban: NonEmpty
+    payout_iban: Iban
     currency: Currency = "EUR"
 
 
@@ -434,9 +483,9 @@ class PaymentUnmatched(EventData):
     TOPIC = topics.PAYMENTS_UNMATCHED
     KEY_FIELD = "creditor_iban"
 
-    transaction_id: NonEmpty
-    creditor_iban: NonEmpty
-    reason: NonEmpty
+    transaction_id: Identifier
+    creditor_iban: Iban
+    reason: Text
 
 
 class MerchantDebitInstructed(EventData):
@@ -444,10 +493,10 @@ class MerchantDebitInstructed(EventData):
     TOPIC = topics.MERCHANT_DEBITS_INSTRUCTED
     KEY_FIELD = "order_id"
 
-    debit_id: NonEmpty
-    merchant_id: NonEmpty
-    order_id: NonEmpty
-    invoice_number: NonEmpty
+    debit_id: Identifier
+    merchant_id: Identifier
+    order_id: Identifier
+    invoice_number: Identifier
     amount: Money
     currency: Currency = "EUR"
 
@@ -457,12 +506,12 @@ class DunningNotice(EventData):
     TOPIC = topics.DUNNING_NOTICES
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
-    order_id: NonEmpty
-    level: Literal[1, 2, 3]
-    days_overdue: StrictInt = Field(ge=1)
+    invoice_number: Identifier
+    order_id: Identifier
+    level: DunningLevel
+    days_overdue: StrictInt = Field(ge=1, le=36_500)
     amount_due: Money
-    viban: NonEmpty
+    viban: Iban
     currency: Currency = "EUR"
 
 
@@ -471,10 +520,10 @@ class DunningHandedOver(EventData):
     TOPIC = topics.DUNNING_HANDED_OVER
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
-    order_id: NonEmpty
+    invoice_number: Identifier
+    order_id: Identifier
     amount_due: Money
-    handed_over_on: date
+    handed_over_on: IsoDate
     currency: Currency = "EUR"
 
 
@@ -483,12 +532,12 @@ class EinvoiceStatusChanged(EventData):
     TOPIC = topics.EINVOICES_STATUS_CHANGED
     KEY_FIELD = "order_id"
 
-    invoice_number: NonEmpty
-    order_id: NonEmpty
-    billit_order_id: NonEmpty
+    invoice_number: Identifier
+    order_id: Identifier
+    billit_order_id: Identifier
     delivery_status: Literal["pending", "delivered", "error"]
     receiver_status: PeppolResponseCode | None
-    detail: str
+    detail: TextOrEmpty
 
 
 class ExposureReleased(EventData):
@@ -499,9 +548,9 @@ class ExposureReleased(EventData):
     TOPIC = topics.EXPOSURE_RELEASED
     KEY_FIELD = "order_id"
 
-    release_id: NonEmpty
-    order_id: NonEmpty
-    debtor_company_id: str | None
+    release_id: Identifier
+    order_id: Identifier
+    debtor_company_id: IdentifierOrEmpty | None
     amount: Money
     reason: Literal["canceled", "credit_note", "settled"]
     currency: Currency = "EUR"

@@ -74,7 +74,8 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     assert (await decision(bus, "o-d")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
 
-    # A release replayed (same event id) or exceeding what the order holds changes nothing.
+    # A release (new event id, new release id) for more than the order holds releases only
+    # what it holds. (No event is replayed here: redeliveries are test_engine's and test_risk's.)
     await bus.send(
         ExposureReleased(
             release_id="rel_bogus",

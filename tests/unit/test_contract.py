@@ -224,3 +224,46 @@ def test_decided_reason_only_when_declined() -> None:
             ruleset_version="v",
             rule_hits=[],
         )
+
+
+def _shipped(**changes: Any) -> bytes:
+    data = ex.shipment("o-1", "INV-1", gross="119.00").model_dump(mode="json") | changes
+    return envelope("order.shipped.v1", data)
+
+
+@pytest.mark.parametrize(
+    ("topic", "value", "field"),
+    [
+        # The records the black-box run saw accepted, each refused now, naming the field.
+        (topics.ORDERS_SHIPPED, _shipped(shipped_at=1795466968), "data.shipped_at"),
+        (topics.ORDERS_SHIPPED, _shipped(shipped_at="1795466968"), "data.shipped_at"),
+        (topics.ORDERS_SHIPPED, _shipped(shipped_at=1795466968000), "data.shipped_at"),
+        (topics.ORDERS_SHIPPED, _shipped(shipped_at="2026-11-20T09:15Z"), "data.shipped_at"),
+        (topics.CLOCK_TICKS, envelope("clock.tick.v1", {"now": 123}), "data.now"),
+        (
+            topics.ORDERS_SHIPPED,
+            _shipped(amount={"gross": "١١٩.٠٠", "net": "100.00", "tax": "19.00"}),
+            "data.amount.gross",
+        ),
+        (
+            topics.ORDERS_SHIPPED,
+            _shipped(amount={"gross": "１１９.００", "net": "100.00", "tax": "19.00"}),
+            "data.amount.gross",
+        ),
+        (
+            topics.ORDERS_SHIPPED,
+            _shipped(amount={"gross": "११९.००", "net": "100.00", "tax": "19.00"}),
+            "data.amount.gross",
+        ),
+        (topics.ORDERS_SHIPPED, _shipped(extra=float("nan")), "NaN"),
+        (topics.ORDERS_SHIPPED, _shipped().decode().encode("utf-16"), "UTF-8"),
+    ],
+)
+def test_the_black_box_findings_are_refused(topic: str, value: bytes, field: str) -> None:
+    error = refusal(value, topic)
+    assert field in error.message
+
+
+def test_a_shipment_at_an_rfc3339_time_keeps_its_instant() -> None:
+    event = parse_event(topics.ORDERS_SHIPPED, _shipped(shipped_at="2026-11-20T10:15:00+01:00"))
+    assert event.data.model_dump()["shipped_at"] == datetime(2026, 11, 20, 9, 15, tzinfo=UTC)

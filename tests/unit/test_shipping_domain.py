@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.shipping import domain as d
@@ -188,6 +188,7 @@ class Ledger:
     payouts: dict[str, d.PayoutInstructed] = field(default_factory=dict)
     payout_count: int = 0
     clawbacks: dict[str, int] = field(default_factory=dict)
+    clawback_invoice: dict[str, str] = field(default_factory=dict)
     clawback_count: int = 0
     releases: dict[str, int] = field(default_factory=dict)
 
@@ -199,6 +200,7 @@ class Ledger:
             elif isinstance(effect, d.ClawbackInstructed):
                 self.clawback_count += 1
                 self.clawbacks[effect.clawback_id] = effect.amount
+                self.clawback_invoice[effect.clawback_id] = effect.invoice_number
             elif isinstance(effect, d.ExposureReleased):
                 assert effect.release_id not in self.releases
                 self.releases[effect.release_id] = effect.amount
@@ -206,7 +208,12 @@ class Ledger:
 
 invoice_numbers = st.sampled_from(["INV-1", "INV-2", "INV-3", "INV-4"])
 commands = st.one_of(
-    st.tuples(st.just("ship"), invoice_numbers, st.integers(1, 60_000)),
+    # Amounts of 40k - 20 cents put the 2.50 % and 0.50 % fees exactly on half a cent.
+    st.tuples(
+        st.just("ship"),
+        invoice_numbers,
+        st.one_of(st.integers(1, 60_000), st.integers(1, 1_500).map(lambda k: 40 * k - 20)),
+    ),
     st.tuples(
         st.just("credit"),
         invoice_numbers,
@@ -234,47 +241,83 @@ def apply(order: d.Order, command: tuple[object, ...], merchant: d.MerchantTerms
     raise AssertionError(command)
 
 
+def fee_by_the_rule(gross_cents: int, percent: Decimal, fixed_cents: int) -> int:
+    """EVENTS.md: fee = percent x gross + fixed, rounded half-even to the cent; written here
+    in euros, apart from services/shipping. Capped at the gross: a payout is never negative."""
+    gross = Decimal(gross_cents) / 100
+    fee = (percent / 100 * gross).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    fee += Decimal(fixed_cents) / 100
+    return min(gross_cents, int(fee * 100))
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     gross=st.integers(1, 150_000),
-    percent=st.decimals("0", "5", places=2),
+    percent=st.one_of(
+        st.decimals("0", "5", places=2), st.sampled_from([Decimal("2.50"), Decimal("0.50")])
+    ),
     fixed=st.integers(0, 100),
     script=st.lists(commands, max_size=25),
 )
+@example(gross=100_000, percent=Decimal("2.50"), fixed=0, script=[("ship", "INV-1", 20)])
 def test_every_invoice_is_paid_out_once_and_clawbacks_match_what_is_owed(
     gross: int, percent: Decimal, fixed: int, script: list[tuple[object, ...]]
 ) -> None:
+    """Runs a generated command script against one approved order, applying every command
+    twice in a row (the second application stands for a redelivery), and checks the money
+    in the effects against amounts taken from the commands themselves: each payout is
+    gross - fee with the fee computed here from the rule, each invoice is paid out once,
+    and what is clawed back is exactly what the rule says is owed back."""
     merchant = d.MerchantTerms("m-1", "DE89370400440532013000", percent, fixed)
     order, ledger = approved(gross), Ledger()
+    shipped_gross: dict[str, int] = {}  # invoice -> gross of the capture that paid it out
+    credited: dict[str, int] = {}  # invoice -> sum of the accepted credit notes' gross
+    canceled: set[str] = set()  # invoices an effect reported as canceled
     for command in script:
         for _ in range(2):  # every command is delivered twice
             before = copy.deepcopy(order)
             result = apply(order, command, merchant)
             ledger.record(result)
             assert order == before  # functions work on a copy: nothing changes in place
+            for effect in result.effects:
+                if isinstance(effect, d.PayoutInstructed):
+                    assert command[0] == "ship" and effect.invoice_number == command[1]
+                    shipped_gross[effect.invoice_number] = int(str(command[2]))
+                if isinstance(effect, d.InvoiceStateChanged) and effect.to == "canceled":
+                    canceled.add(effect.invoice_number)
+            if command[0] == "credit" and result.effects:
+                number = str(command[1])
+                credited[number] = credited.get(number, 0) + int(str(command[3]))
             if result.changed:
                 order = result.order
-    invoices = order.invoices
-    # exactly one payout per issued invoice, and Σ payouts = Σ (gross - fee)
-    assert ledger.payout_count == len(invoices) == len(ledger.payouts)
-    assert sum(p.amount for p in ledger.payouts.values()) == sum(
-        i.amount.gross - i.fee for i in invoices
-    )
-    for invoice in invoices:
-        assert invoice.fee == d.fee_cents(invoice.amount.gross, percent, fixed)
-        assert 0 <= invoice.credited <= invoice.amount.gross
-    # Σ clawbacks = what cancellations and credit notes owe, each id used once
+    # exactly one payout per invoice, for the capture's gross, of gross - fee by the rule
+    assert ledger.payout_count == len(ledger.payouts) == len(shipped_gross)
+    assert len({p.payout_id for p in ledger.payouts.values()}) == len(ledger.payouts)
+    for number, payout in ledger.payouts.items():
+        assert payout.gross == shipped_gross[number]
+        assert payout.fee == fee_by_the_rule(payout.gross, percent, fixed)
+        assert payout.amount + payout.fee == payout.gross
+        assert 0 <= credited.get(number, 0) <= payout.gross
+    # what is clawed back: every paid-out cent of a canceled invoice; else what was paid out
+    # above what the invoice is still worth (gross - credited); never more than paid out
     assert ledger.clawback_count == len(ledger.clawbacks)
-    assert sum(ledger.clawbacks.values()) == sum(i.owed_back() for i in invoices)
     assert all(amount > 0 for amount in ledger.clawbacks.values())
+    clawed: dict[str, int] = {}
+    for clawback_id, amount in ledger.clawbacks.items():
+        number = ledger.clawback_invoice[clawback_id]
+        clawed[number] = clawed.get(number, 0) + amount
+    for number, payout in ledger.payouts.items():
+        worth = 0 if number in canceled else payout.gross - credited.get(number, 0)
+        assert clawed.get(number, 0) == max(0, payout.amount - worth)
+    assert set(clawed) <= set(ledger.payouts)
+    assert sum(clawed.values()) <= sum(p.amount for p in ledger.payouts.values())
     # never capture more than approved
-    assert order.captured <= gross
+    assert sum(shipped_gross.values()) == order.captured <= gross
     # exposure given back: all of it once canceled; else what was credited or settled
     given_back = sum(ledger.releases.values())
     if order.state == "canceled":
         assert given_back == gross
     else:
-        credited = sum(i.credited for i in invoices)
-        settled = sum(i.open_amount for i in invoices if i.state == "complete")
-        assert given_back == credited + settled
+        settled = sum(i.open_amount for i in order.invoices if i.state == "complete")
+        assert given_back == sum(credited.values()) + settled
     assert given_back <= gross

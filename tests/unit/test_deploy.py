@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from scripts.prom import render_config
 from shared.runtime.app import Worker
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -154,3 +155,19 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
     ticker = yaml.safe_load((DEPLOY / "k8s" / "ticker.yaml").read_text())
     assert ticker["spec"]["replicas"] == 1
+
+
+def test_the_local_config_is_the_deployed_one_with_other_targets() -> None:
+    """What the demo and the live test run: the deployed job and its target labels, only the
+    addresses, the intervals and the rule file's path replaced."""
+    deployed = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    local = yaml.safe_load(render_config({"risk": "127.0.0.1:4711"}, interval="1s"))
+    assert local["global"] == {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    assert local["rule_files"] == [str(DEPLOY / "prometheus" / "alerts.yml")]
+    job, deployed_job = local["scrape_configs"][0], deployed["scrape_configs"][0]
+    assert {k: v for k, v in job.items() if k != "static_configs"} == {
+        k: v for k, v in deployed_job.items() if k != "static_configs"
+    }
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:4711"], "labels": {"service": "risk"}}]
+    with pytest.raises(ValueError, match="ticker"):
+        render_config({"ticker": "127.0.0.1:1"})

@@ -224,7 +224,8 @@ async def test_every_panel_and_alert_query_evaluates_and_every_panel_has_data(
     """Every panel query and every alert expression through /api/v1/query: a parse or
     evaluation error fails. Every panel query returns data (a renamed metric returns none);
     the payout, decision, event and batch panels the scenario feeds show more than zero.
-    Every rule's own evaluation in Prometheus is healthy."""
+    Every rule's own evaluation in Prometheus is healthy, and no paging alert is pending or
+    firing."""
     for alert, expr in alert_expressions().items():
         try:
             live.api.query(expr)
@@ -266,3 +267,6 @@ async def test_every_panel_and_alert_query_evaluates_and_every_panel_has_data(
     assert {r["name"] for r in rules} == set(alert_expressions())
     unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] == "err"]
     assert not unhealthy
+    # Healthy workers page nobody (the rare events above are tickets).
+    pages = [a["labels"] for a in live.api.alerts() if a["labels"].get("severity") == "page"]
+    assert not pages

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: setup services-up services-down services-status demo test test-unit test-integration \
-        lint typecheck check asyncapi contract-doc lock bench clean
+        lint typecheck check check-prometheus test-alerts asyncapi contract-doc lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -45,9 +45,24 @@ asyncapi: setup
 contract-doc: setup
 	@$(PY) -m shared.contract_doc
 
-check: lint typecheck
+check: lint typecheck check-prometheus
 	@$(PY) -m shared.asyncapi --check
 	@$(PY) -m shared.contract_doc --check
+
+# The alert rules and the deployed scrape config as Prometheus 2.42 (Debian's, the version
+# docker-compose.yml runs) reads them; the config with the compose mounts mapped to a temp dir.
+PROMTOOL := bash scripts/prometheus.sh promtool
+check-prometheus: setup
+	@$(PROMTOOL) check rules --lint-fatal deploy/prometheus/alerts.yml
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	    cp deploy/prometheus/alerts.yml "$$tmp/alerts.yml" && \
+	    sed "s|/etc/prometheus/alerts.yml|$$tmp/alerts.yml|" deploy/prometheus/prometheus.yml \
+	        >"$$tmp/prometheus.yml" && \
+	    $(PROMTOOL) check config --lint-fatal "$$tmp/prometheus.yml"
+
+# Each alert fires on a series that should page and stays quiet on one that should not.
+test-alerts: setup
+	@$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
 
 test-unit: setup
 	@$(VENV)/bin/pytest tests/unit -q
@@ -56,7 +71,7 @@ test-integration: services-up
 	@eval "$$(bash scripts/infra.sh env)" && $(VENV)/bin/pytest tests/integration tests/e2e -q
 
 # Everything CI runs: static checks, then the whole suite on real Kafka and MongoDB.
-test: services-up check
+test: services-up check test-alerts
 	@eval "$$(bash scripts/infra.sh env)" && $(VENV)/bin/pytest tests -q
 
 bench: services-up

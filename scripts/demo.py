@@ -3,10 +3,16 @@
 Starts the workers and the ticker as processes (as production would), publishes merchants,
 credit-bureau records and orders covering every risk outcome, then ships, credits, cancels
 and settles the approved ones, follows the outputs, and prints a summary of decisions,
-payouts, clawbacks and rejections. Exits non-zero when an outcome differs from what the
-scenario expects.
+payouts, clawbacks and rejections. A local Prometheus (scripts/prometheus.sh, alert rules
+loaded) scrapes the workers; the summary's business figures are read back from its HTTP API
+and must agree with what the workers published. Exits non-zero when an outcome differs from
+what the scenario expects.
 
     make demo      (or: python -m scripts.demo after `make services-up`)
+
+Prometheus listens on 127.0.0.1:$PROMETHEUS_PORT (9090; a free port when 9090 is taken and
+the variable is unset). The demo stops the instance it started; one started beforehand with
+`scripts/prometheus.sh up` keeps running, so its graphs can be looked at afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,7 +29,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from scripts.processes import REPO, Fleet
+from scripts.processes import REPO, Fleet, Process, free_port
+from scripts.prom import PrometheusAPI, render_config
 from shared import topics
 from shared.events import (
     CommandRejected,
@@ -337,6 +346,157 @@ def report(
     return failures
 
 
+PROMETHEUS_HOME = REPO / ".local" / "prometheus"
+
+
+@dataclass(frozen=True)
+class DemoPrometheus:
+    api: PrometheusAPI
+    started_here: bool
+
+
+def _prometheus_sh(*args: str, port: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": sys.executable}
+    if port is not None:
+        env["PROMETHEUS_PORT"] = str(port)
+    return subprocess.run(  # noqa: S603 - our own script
+        ["bash", str(REPO / "scripts" / "prometheus.sh"), *args],  # noqa: S607
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_prometheus(workers: dict[str, Process]) -> DemoPrometheus:
+    """Scrape the workers with the deployed job and alert rules: reload the local instance
+    when one runs, else start one."""
+    targets = {name: f"127.0.0.1:{w.http_port}" for name, w in workers.items()}
+    PROMETHEUS_HOME.mkdir(parents=True, exist_ok=True)
+    (PROMETHEUS_HOME / "prometheus.yml").write_text(render_config(targets, interval="1s"))
+    if _prometheus_sh("status").returncode == 0:
+        port = int((PROMETHEUS_HOME / "port").read_text())
+        result = _prometheus_sh("reload")
+        started_here = False
+    else:
+        wanted = os.environ.get("PROMETHEUS_PORT")
+        port = int(wanted) if wanted else 9090
+        if not wanted and _port_taken(port):
+            port = free_port()
+        result = _prometheus_sh("up", port=port)
+        started_here = True
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/prometheus.sh failed:\n{result.stdout}{result.stderr}")
+    print(f"demo: Prometheus on http://127.0.0.1:{port} scrapes the workers, alert rules loaded")
+    return DemoPrometheus(PrometheusAPI(f"http://127.0.0.1:{port}"), started_here)
+
+
+def stop_prometheus(prometheus: DemoPrometheus | None) -> None:
+    if prometheus is not None and prometheus.started_here:
+        _prometheus_sh("down")
+        print("demo: Prometheus stopped (scripts/prometheus.sh up keeps one running)")
+
+
+def print_shipping_metrics(shipping: Process) -> None:
+    _, text = shipping.get("/metrics")
+    print("\nfrom the shipping worker's /metrics:")
+    shown = re.compile(r"shipping_[a-z_]+_total\{")
+    for line in text.splitlines():
+        if shown.match(line) and not line.endswith(" 0.0"):
+            print(f"  {line}")
+
+
+def _by(api: PrometheusAPI, query: str, label: str) -> dict[str, float]:
+    return {s["metric"].get(label, ""): float(s["value"][1]) for s in api.query(query)}
+
+
+async def prometheus_figures(
+    api: PrometheusAPI, risk: Process, shipping: Process, decisions: int, rejections: int
+) -> tuple[int, list[str]]:
+    """The business figures as Prometheus scraped them, once it has scraped the last of
+    them; each must agree with the events the workers published. Returns (failures, lines)."""
+    r = f'instance="127.0.0.1:{risk.http_port}"'
+    s = f'instance="127.0.0.1:{shipping.http_port}"'
+
+    def total(query: str) -> float:
+        value = api.value(query)
+        return 0.0 if value is None else value
+
+    want = {  # what Prometheus says: (query, what the published events say)
+        "decisions": (f"sum(risk_decisions_total{{{r}}})", decisions),
+        "rejected commands": (
+            f"sum(risk_commands_rejected_total{{{r}}})"
+            f" + sum(shipping_commands_rejected_total{{{s}}})",
+            rejections,
+        ),
+        "payouts": (f"sum(shipping_payouts_instructed_total{{{s}}})", len(EXPECTED_PAYOUTS)),
+        "clawbacks": (
+            f"sum(shipping_clawbacks_instructed_total{{{s}}})",
+            len(EXPECTED_CLAWBACKS),
+        ),
+    }
+    for _ in range(60):  # Prometheus scrapes every second: until it has the last of them
+        if all(total(q) == n for q, n in want.values()):
+            break
+        await asyncio.sleep(0.5)
+
+    failures = 0
+    lines = ["", f"from Prometheus ({api.url}), as it scraped the workers:"]
+    for name, (query, n) in want.items():
+        got = total(query)
+        ok = got == n
+        failures += not ok
+        lines.append(f"  {'ok ' if ok else 'BAD'} {name:28} {got:g} (events published: {n})")
+    paid = Decimal(str(total(f"sum(shipping_payouts_instructed_amount_total{{{s}}})")))
+    want_paid = sum(EXPECTED_PAYOUTS.values(), Decimal(0))
+    ok = paid.quantize(Decimal("0.01")) == want_paid
+    failures += not ok
+    lines.append(f"  {'ok ' if ok else 'BAD'} {'paid out (EUR)':28} {paid:.2f}")
+    clawed = _by(
+        api, f"sum by (reason) (shipping_clawbacks_instructed_amount_total{{{s}}}) > 0", "reason"
+    )
+    want_clawed: dict[str, Decimal] = {}
+    for amount, reason in EXPECTED_CLAWBACKS.values():
+        want_clawed[reason] = want_clawed.get(reason, Decimal(0)) + amount
+    for reason, want_amount in sorted(want_clawed.items()):
+        got_amount = Decimal(str(clawed.get(reason, 0.0))).quantize(Decimal("0.01"))
+        ok = got_amount == want_amount
+        failures += not ok
+        lines.append(f"  {'ok ' if ok else 'BAD'} {'clawed back as ' + reason:28} {got_amount}")
+    decided = api.query(f"sum by (state, reason) (risk_decisions_total{{{r}}}) > 0")
+    lines.append("      decisions by state and reason:")
+    for series in sorted(decided, key=lambda x: (x["metric"]["state"], x["metric"]["reason"])):
+        m = series["metric"]
+        lines.append(f"        {m['state']:10} {m['reason']:24} {float(series['value'][1]):g}")
+    for service, sel in (("risk", r), ("shipping", s)):
+        refused = _by(
+            api, f"sum by (reason) ({service}_commands_rejected_total{{{sel}}}) > 0", "reason"
+        )
+        for reason, count in sorted(refused.items()):
+            lines.append(f"      {service} rejected as {reason:24} {count:g}")
+    alerts = sorted({a["labels"]["alertname"] for a in api.alerts() if a["state"] == "firing"})
+    lines.append(f"  alerts firing: {', '.join(alerts) if alerts else 'none'}")
+    return failures, lines
+
+
+async def report_from_prometheus(
+    bus: Bus, api: PrometheusAPI, risk: Process, shipping: Process
+) -> int:
+    """Prints the figures Prometheus scraped next to the events published; returns the number
+    of disagreements."""
+    decided = await bus.events(topics.ORDERS_DECIDED, settle=1.0, timeout=5)
+    rejected = await bus.events(topics.COMMANDS_REJECTED, settle=1.0, timeout=5)
+    failures, lines = await prometheus_figures(api, risk, shipping, len(decided), len(rejected))
+    for line in lines:
+        print(line)
+    return failures
+
+
 async def run() -> int:
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d%H%M%S")
@@ -359,6 +519,7 @@ async def run() -> int:
     print(f"demo: topics prefixed {prefix!r}, logs in {fleet.log_dir}")
     bus = Bus(kafka, prefix)
     await bus.start()
+    prometheus: DemoPrometheus | None = None
     try:
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
@@ -367,6 +528,7 @@ async def run() -> int:
         shipping.wait_ready()
         print(f"demo: risk worker ready on {risk.url('/metrics')}")
         print(f"demo: shipping worker ready on {shipping.url('/metrics')}")
+        prometheus = start_prometheus({"risk": risk, "shipping": shipping})
 
         config, orders, expected = scenario()
         for event in config:
@@ -405,12 +567,8 @@ async def run() -> int:
         failures += shipping_failures
         for line in lines:
             print(line)
-        _, shipping_metrics = shipping.get("/metrics")
-        print("\nfrom the shipping worker's /metrics:")
-        shown = re.compile(r"shipping_[a-z_]+_total\{")
-        for line in shipping_metrics.splitlines():
-            if shown.match(line):
-                print(f"  {line}")
+        print_shipping_metrics(shipping)
+        failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
         print(
             f"\ndemo: {'PASSED' if not failures else f'{failures} UNEXPECTED OUTCOMES'} "
             f"in {time.monotonic() - started:.1f}s"
@@ -419,6 +577,7 @@ async def run() -> int:
     finally:
         await bus.stop()
         fleet.stop_all()
+        stop_prometheus(prometheus)
 
 
 def main() -> None:

@@ -51,6 +51,16 @@ class RiskMetrics:
             ["reason"],
             registry=registry,
         )
+        # Closed label sets at 0 from the start: Prometheus sees the first of each as an
+        # increase (shared/runtime/metrics.py, WorkerMetrics.preinitialise).
+        for state in ("created", "waiting"):
+            self.decisions.labels(state, "none")
+        for decline_reason in ev.DECLINE_REASONS:
+            self.decisions.labels("declined", decline_reason)
+        for cause in ("canceled", "credit_note", "settled"):
+            self.released.labels(cause)
+        for code in ("merchant_not_configured", "unsupported_currency", "unknown_order"):
+            self.rejections.labels(code)
 
 
 def to_domain_address(address: ev.Address) -> domain.Address:

@@ -9,7 +9,7 @@ stored and replays the stored outputs instead of deciding again.
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.database import AsyncDatabase
@@ -94,6 +94,31 @@ class ShippingMetrics:
             ["reason"],
             registry=registry,
         )
+        # Closed label sets at 0 from the start: Prometheus sees the first of each as an
+        # increase (shared/runtime/metrics.py, WorkerMetrics.preinitialise). Risk approves
+        # EUR orders only.
+        currency = "EUR"
+        for counter in (self.payouts, self.payout_amount, self.invoices):
+            counter.labels(currency)
+        for reason in get_args(domain.ClawbackReason):
+            self.clawbacks.labels(reason, currency)
+            self.clawback_amount.labels(reason, currency)
+        for code in (
+            *(f"order_{state}" for state in get_args(domain.OrderState)),
+            *(f"invoice_{state}" for state in get_args(domain.InvoiceState)),
+            "invoice_number_reused",
+            "currency_mismatch",
+            "merchant_not_configured",
+            "empty_capture",
+            "over_capture",
+            "handed_over_to_collection",
+            "credit_note_number_reused",
+            "empty_credit_note",
+            "credit_exceeds_open_amount",
+            "unknown_order",
+            "unknown_invoice",
+        ):
+            self.rejections.labels(code)
 
 
 def to_money3(amount: ev.Amount) -> domain.Money3:

@@ -253,6 +253,7 @@ class Worker:
 
     async def open_resources(self) -> None:
         configure_logging(self.settings.log_level)
+        self.metrics.preinitialise(self.service.name, self.service.input_topics)
         self.metrics.watch_gc(self.service.name)
         await self.engine.setup()
         self.output.producer = AIOKafkaProducer(

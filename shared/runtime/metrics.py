@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shared.envelope import ErrorKind
+
+# The closed label sets, exported at 0 from the start (``preinitialise``).
+EVENT_OUTCOMES = ("processed", "duplicate", "dead_lettered", "parked")
+DEAD_LETTER_KINDS = (*get_args(ErrorKind), "processing")
+RETRIED_STAGES = ("store", "publish", "commit")
+PERMANENT_STAGES = ("store", "publish", "commit", "decode")
+GC_GENERATIONS = ("0", "1", "2")
 
 
 @dataclass
@@ -96,6 +106,27 @@ class WorkerMetrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+
+    def preinitialise(self, service: str, input_topics: Sequence[str]) -> None:
+        """Export every closed label set at 0 as the worker starts. A counter series that
+        first appears at 1 has no increase() in Prometheus, so without this the first dead
+        letter (or retry, or permanent error) after a start would show on no panel and fire
+        no alert; and a panel of a healthy worker would be empty instead of 0."""
+        for topic in input_topics:
+            for outcome in EVENT_OUTCOMES:
+                self.events.labels(service, topic, outcome)
+            for kind in DEAD_LETTER_KINDS:
+                self.dead_letters.labels(service, topic, kind)
+        for stage in RETRIED_STAGES:
+            self.transient_errors.labels(service, stage)
+        for stage in PERMANENT_STAGES:
+            self.permanent_errors.labels(service, stage)
+        self.stopped.labels(service).set(0)
+        self.parked.labels(service)
+        self.batch_size.labels(service)
+        self.batch_duration.labels(service)
+        for generation in GC_GENERATIONS:
+            self.gc_pause.labels(service, generation)
 
     def watch_gc(self, service: str) -> None:
         """Time every collection: batch workers allocate in bursts, and a full collection

@@ -1,59 +1,34 @@
-"""What runs the platform elsewhere must agree with the code: every metric an alert or a
-dashboard panel queries exists in a worker's registry, every worker the manifests start exists
-and listens where Prometheus and the probes look."""
+"""What runs the platform elsewhere must agree with the code: every alert has a promtool test
+that makes it fire and one that keeps it quiet, every series those tests feed is one a worker
+exports (so an alert on a renamed metric fails its promtool test or this file), the deployed
+Prometheus is the version the tests run, every worker the manifests start exists and listens
+where Prometheus and the probes look. The dashboard's queries are checked on a live Prometheus
+(tests/e2e/test_dashboard_live.py)."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from scripts.prom import render_config
 from shared.runtime.app import Worker
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 ROOT = DEPLOY.parent
 WORKERS = ("risk", "shipping")
-# PromQL words that look like metric names but are functions, keywords or label names.
-_PROMQL_WORDS = frozenset(
-    [
-        "sum",
-        "by",
-        "rate",
-        "increase",
-        "max",
-        "min",
-        "avg",
-        "histogram_quantile",
-        "without",
-        "on",
-        "ignoring",
-        "le",
-        "count",
-        "service",
-        "topic",
-        "kind",
-        "stage",
-        "outcome",
-        "state",
-        "reason",
-        "generation",
-        "job",
-        "handler",
-        "app_name",
-        "partition",
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-    ]
-)
-_METRIC = re.compile(r"\b([a-z_][a-z0-9_]*)\b(?!\s*[(=!~])")
+PROMETHEUS_VERSION = "2.42.0"  # Debian bookworm's package, which the tests run
+# Labels Prometheus adds to every scraped series: the job, the target, and the target labels
+# of deploy/prometheus/prometheus.yml.
+TARGET_LABELS = frozenset({"job", "instance", "service"})
+_SERIES = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 
 
 def build(name: str) -> Worker:
@@ -61,22 +36,15 @@ def build(name: str) -> Worker:
     return worker
 
 
-def known_metric_names() -> set[str]:
-    names = {"up"}
+def exported_series() -> dict[str, frozenset[str]]:
+    """Every sample name the workers' registries can expose, with its label names."""
+    series: dict[str, frozenset[str]] = {"up": frozenset()}
     for name in WORKERS:
-        names |= set(build(name).metrics.registry._names_to_collectors)
-    return names
-
-
-def metrics_in(expr: str) -> set[str]:
-    without_strings = re.sub(r'"[^"]*"', "", expr)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_strings)
-    without_groupings = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_ranges)
-    return {
-        m
-        for m in _METRIC.findall(without_groupings)
-        if m not in _PROMQL_WORDS and not re.fullmatch(r"\d.*", m)
-    }
+        registry = build(name).metrics.registry
+        for sample, collector in registry._names_to_collectors.items():
+            labels = frozenset(getattr(collector, "_labelnames", ()))
+            series[sample] = labels | ({"le"} if sample.endswith("_bucket") else set())
+    return series
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -84,32 +52,78 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def dashboard_exprs() -> list[str]:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "paylater.json").read_text())
-    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+def rule_tests() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())
+    tests: list[dict[str, Any]] = doc["tests"]
+    return tests
 
 
-def test_every_alert_queries_metrics_the_workers_export() -> None:
-    known = known_metric_names()
+def parse_series(text: str) -> tuple[str, set[str]]:
+    match = _SERIES.match(text)
+    assert match, f"not a series: {text!r}"
+    name, matchers = match.group(1), match.group(2) or ""
+    labels = {m.split("=", 1)[0].strip() for m in re.findall(r'\w+\s*=\s*"[^"]*"', matchers)}
+    return name, labels
+
+
+def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     assert rules
     for rule in rules:
         assert {"alert", "expr", "labels", "annotations"} <= rule.keys(), rule
         assert rule["labels"]["severity"] in {"page", "ticket"}
-        unknown = metrics_in(rule["expr"]) - known
-        assert not unknown, f"{rule['alert']} queries unknown metrics {unknown}"
+        assert {"summary", "runbook"} <= rule["annotations"].keys(), rule["alert"]
 
 
-def test_every_dashboard_panel_queries_metrics_the_workers_export() -> None:
-    known = known_metric_names()
-    for expr in dashboard_exprs():
-        unknown = metrics_in(expr) - known
-        assert not unknown, f"panel query {expr!r} uses unknown metrics {unknown}"
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case() -> None:
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in rule_tests():
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else quiet).add(check["alertname"])
+    alerts = {rule["alert"] for rule in alert_rules()}
+    assert alerts - firing == set(), "alerts no promtool case makes fire"
+    assert alerts - quiet == set(), "alerts no promtool case shows quiet"
+    assert (firing | quiet) - alerts == set(), "promtool cases for alerts that do not exist"
 
 
-def test_the_metric_extraction_sees_metric_names() -> None:
-    found = metrics_in('sum by (service) (rate(worker_events_total{topic="x"}[5m])) > up')
-    assert found == {"worker_events_total", "up"}
+def test_the_promtool_cases_feed_series_the_workers_export() -> None:
+    exported = exported_series()
+    for case in rule_tests():
+        for series in case["input_series"]:
+            name, labels = parse_series(series["series"])
+            assert name in exported, f"{case['name']}: no worker exports {name}"
+            unknown = labels - exported[name] - TARGET_LABELS
+            assert not unknown, f"{case['name']}: {name} has no labels {unknown}"
+
+
+def test_the_series_parser_reads_names_and_labels() -> None:
+    assert parse_series('worker_events_total{topic="a,b", outcome="x"}') == (
+        "worker_events_total",
+        {"topic", "outcome"},
+    )
+    assert parse_series("up") == ("up", set())
+
+
+def test_the_deployed_prometheus_is_the_tested_version() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert compose["services"]["prometheus"]["image"] == f"prom/prometheus:v{PROMETHEUS_VERSION}"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (bash scripts/prometheus.sh install)")
+    version = subprocess.run(
+        [promtool, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"version {PROMETHEUS_VERSION}" in version
+
+
+def test_every_dashboard_panel_has_a_query() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "paylater.json").read_text())
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        assert all(t["expr"].strip() for t in panel["targets"]), panel["title"]
 
 
 @pytest.mark.parametrize("name", WORKERS)
@@ -141,3 +155,19 @@ def test_kustomization_lists_every_manifest() -> None:
     assert listed == present
     ticker = yaml.safe_load((DEPLOY / "k8s" / "ticker.yaml").read_text())
     assert ticker["spec"]["replicas"] == 1
+
+
+def test_the_local_config_is_the_deployed_one_with_other_targets() -> None:
+    """What the demo and the live test run: the deployed job and its target labels, only the
+    addresses, the intervals and the rule file's path replaced."""
+    deployed = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    local = yaml.safe_load(render_config({"risk": "127.0.0.1:4711"}, interval="1s"))
+    assert local["global"] == {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    assert local["rule_files"] == [str(DEPLOY / "prometheus" / "alerts.yml")]
+    job, deployed_job = local["scrape_configs"][0], deployed["scrape_configs"][0]
+    assert {k: v for k, v in job.items() if k != "static_configs"} == {
+        k: v for k, v in deployed_job.items() if k != "static_configs"
+    }
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:4711"], "labels": {"service": "risk"}}]
+    with pytest.raises(ValueError, match="ticker"):
+        render_config({"ticker": "127.0.0.1:1"})

@@ -22,10 +22,14 @@ from tests.infra import Infra, describe_versions, ensure_infra
 @pytest.fixture(scope="session")
 def infra(request: pytest.FixtureRequest) -> Infra:
     found = ensure_infra()
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # the run's log names the broker and database versions
-        reporter.write_line("")
-        reporter.write_line(describe_versions(found))
+    # The run's log names the broker and database versions it ran on, even under -q.
+    line = describe_versions(found)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            print(f"\n{line}", flush=True)
+    else:
+        print(line, flush=True)
     return found
 
 

@@ -104,6 +104,8 @@ class RiskService:
         topics.COMPANIES_REGISTERED,
         topics.ORDERS_REQUESTED,
         topics.ORDERS_REVIEWED,
+        # Risk owns an order until it is created: a cancel of a waiting order ends its review.
+        topics.ORDERS_CANCELED,
         # Shipping's word that part of an approval no longer counts (canceled, credited,
         # settled): open exposure is approved minus released.
         topics.EXPOSURE_RELEASED,
@@ -137,7 +139,7 @@ class RiskService:
                 continue
             if isinstance(data, ev.OrderRequested):
                 result = await self._request(view, data)
-            elif isinstance(data, ev.OrderReviewed | ev.ExposureReleased):
+            elif isinstance(data, ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased):
                 result = self._decide_on_order(view, item, data)
             else:
                 continue  # a tick: only its parked retries matter
@@ -157,7 +159,7 @@ class RiskService:
         others = [
             i.data.order_id
             for i in items
-            if isinstance(i.data, ev.OrderReviewed | ev.ExposureReleased)
+            if isinstance(i.data, ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased)
         ]
         await view.load_merchants(r.merchant_id for r in requests)
         await view.load_orders([r.order_id for r in requests] + others)
@@ -230,7 +232,7 @@ class RiskService:
         self,
         view: RiskView,
         item: Inbound,
-        data: ev.OrderReviewed | ev.ExposureReleased,
+        data: ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased,
     ) -> domain.Result:
         order = view.orders.get(data.order_id)
         exposure = view.exposure_of(order.company_id if order is not None else None)
@@ -244,6 +246,8 @@ class RiskService:
                     exposure=exposure,
                     ruleset=self.ruleset,
                 )
+            case ev.OrderCanceled():
+                return domain.cancel(order, event_id=item.event.id, exposure=exposure)
             case ev.ExposureReleased():
                 return domain.release(
                     order,
@@ -260,7 +264,7 @@ class RiskService:
         view: RiskView,
         batch: Batch,
         item: Inbound,
-        data: ev.OrderRequested | ev.OrderReviewed | ev.ExposureReleased,
+        data: ev.OrderRequested | ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased,
         result: domain.Result,
     ) -> _Outputs | None:
         if result.park is not None:
@@ -312,6 +316,8 @@ class RiskService:
                 }
             case ev.OrderReviewed():
                 return {"reviewed_by": data.reviewer, "decided_at": item.now}
+            case ev.OrderCanceled():
+                return {"canceled_at": item.now, "cancel_reason": data.reason}
         return {}
 
     async def _assign_vibans(self, view: RiskView, outputs: list[_Outputs]) -> None:

@@ -11,6 +11,13 @@ The money rules, in one place:
   each clawback instructs the difference between that and what was already clawed back;
 - the fee is kept in every case.
 
+Who owns an order's state: risk until the order is ``created`` (it decides, reviews and
+cancels a ``waiting`` order), shipping from then on. A cancel that arrives while shipping
+knows the order only as ``waiting`` is noted, not acted on: risk cancels the order if the
+cancel reaches it first; if risk approved it first, the noted cancel is applied here the
+moment the approval arrives (and refused if risk declined it). Shipping never publishes a
+state change for an order it has not seen as created.
+
 Every function works on a copy: a refused command changes nothing.
 """
 
@@ -131,6 +138,8 @@ class Order:
     invoices: list[Invoice] = field(default_factory=list)
     # How much of the approved gross no longer counts against the debtor's limit.
     released: int = 0
+    # Event ids of cancels that arrived while the order waited for risk's review.
+    pending_cancels: list[str] = field(default_factory=list)
     version: int = 0
 
     @property
@@ -147,6 +156,7 @@ class Order:
         (``copy.deepcopy`` did the same for ~5% of a shipping batch's CPU.)"""
         twin = copy.copy(self)
         twin.invoices = [i.clone() for i in self.invoices]
+        twin.pending_cancels = list(self.pending_cancels)
         return twin
 
     def invoice(self, number: str) -> Invoice | None:
@@ -200,16 +210,6 @@ class ExposureReleased:
     reason: Literal["canceled", "credit_note", "settled"]
 
 
-Effect = (
-    InvoiceIssued
-    | InvoiceStateChanged
-    | OrderStateChanged
-    | PayoutInstructed
-    | ClawbackInstructed
-    | ExposureReleased
-)
-
-
 @dataclass(frozen=True)
 class Rejection:
     code: str  # a closed set: metric label and the start of the published reason
@@ -218,6 +218,25 @@ class Rejection:
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class CancelRefused:
+    """A cancel noted while the order waited, refused once risk's decision arrived."""
+
+    command_id: str
+    rejection: Rejection
+
+
+Effect = (
+    CancelRefused
+    | InvoiceIssued
+    | InvoiceStateChanged
+    | OrderStateChanged
+    | PayoutInstructed
+    | ClawbackInstructed
+    | ExposureReleased
+)
 
 
 @dataclass(frozen=True)
@@ -283,14 +302,32 @@ def record_decision(
     viban: str | None,
     company_id: str | None,
 ) -> Result:
+    """Risk's decision, or a review's outcome for a waiting order. Decisions only move
+    forward (none -> any, waiting -> created/declined): the same decision replayed, even
+    after the inbox forgot it, changes nothing. Cancels noted while waiting are applied to
+    an approval and refused for a decline."""
+    if order.state not in {None, "waiting"} or state == order.state:
+        return Result(order)
     new = order.clone()
-    # A review turns waiting into created or declined; a decision never undoes shipping.
-    if new.state in {None, "waiting", "created", "declined"} and not new.invoices:
-        new.state = state
+    new.state = state
     new.decision, new.decline_reason = state, decline_reason
     new.viban = viban or new.viban
     new.company_id = company_id or new.company_id
-    return Result(new)
+    pending, new.pending_cancels = new.pending_cancels, []
+    if not pending or state == "waiting" or not new.ready:
+        new.pending_cancels = pending
+        return Result(new)
+    effects: list[Effect] = []
+    if state == "created":
+        canceled = cancel(new, command_id=pending[0])
+        assert canceled.changed, "a created order without captures can always be canceled"
+        new, effects = canceled.order, list(canceled.effects)
+        refusal = Rejection("order_canceled", "the order is already canceled")
+        effects += [CancelRefused(command_id, refusal) for command_id in pending[1:]]
+    else:
+        refusal = Rejection("order_declined", "cannot cancel an order that is declined")
+        effects += [CancelRefused(command_id, refusal) for command_id in pending]
+    return Result(new, tuple(effects))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -391,11 +428,19 @@ def capture(
     return Result(new, tuple(effects))
 
 
-def cancel(order: Order) -> Result:
+def cancel(order: Order, *, command_id: str | None = None) -> Result:
     """Before any capture: free of charge. After: open invoices canceled, payouts clawed
-    back, fees kept. After hand-over to collection: refused."""
+    back, fees kept. After hand-over to collection: refused. While the order waits for
+    risk's review, only noted under ``command_id`` (the cancel's event id): risk owns it."""
     if (waiting := _unready(order)) is not None:
         return waiting
+    if order.state == "waiting":
+        assert command_id is not None, "a cancel of a waiting order is noted by its event id"
+        if command_id in order.pending_cancels:
+            return Result(order)
+        new = order.clone()
+        new.pending_cancels.append(command_id)
+        return Result(new)
     if order.state == "canceled":
         return _refuse(order, "order_canceled", "the order is already canceled")
     if order.state in {"declined", "complete"}:

@@ -152,7 +152,7 @@ class ShippingService:
             elif isinstance(data, ev.ClockTick):
                 await self._on_tick(view, batch, item, data)
             elif isinstance(data, _ORDER_EVENTS):
-                self._apply(view, batch, item, self._decide(view, data))
+                self._apply(view, batch, item, self._decide(view, data, item.event.id))
         await view.flush()
 
     async def _preload(self, view: ShippingView, items: list[Inbound]) -> None:
@@ -171,7 +171,7 @@ class ShippingService:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def _decide(self, view: ShippingView, data: ev.EventData) -> domain.Result:
+    def _decide(self, view: ShippingView, data: ev.EventData, item_id: str) -> domain.Result:
         assert isinstance(data, _ORDER_EVENTS)
         order = view.order(data.order_id)
         match data:
@@ -204,7 +204,7 @@ class ShippingService:
                     invoice_number_taken_by=owner,
                 )
             case ev.OrderCanceled():
-                return domain.cancel(order)
+                return domain.cancel(order, command_id=item_id)
             case ev.InvoiceCreditNoted():
                 return domain.credit_note(
                     order,
@@ -265,6 +265,19 @@ class ShippingService:
     ) -> None:
         currency = order.currency
         match effect:
+            case domain.CancelRefused(command_id=command_id, rejection=rejection):
+                # The refusal names the cancel it answers, though risk's decision caused it.
+                batch.emit(
+                    item,
+                    ev.CommandRejected(
+                        command_id=command_id,
+                        command_type=ev.OrderCanceled.EVENT_TYPE,
+                        order_id=order.order_id,
+                        reason=rejection.reason,
+                    ),
+                )
+                code = rejection.code
+                batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())
             case domain.InvoiceIssued(invoice=invoice):
                 assert order.merchant_id
                 assert order.viban

@@ -93,6 +93,7 @@ def order_to_doc(order: Order) -> Doc:
         "state": order.state,
         "invoices": [invoice_to_doc(i) for i in order.invoices],
         "released_cents": order.released,
+        "pending_cancels": order.pending_cancels,
         "version": order.version,
     }
     if due:
@@ -114,6 +115,7 @@ def order_from_doc(doc: Doc) -> Order:
         state=doc["state"],
         invoices=[invoice_from_doc(i) for i in doc["invoices"]],
         released=doc.get("released_cents", 0),
+        pending_cancels=list(doc.get("pending_cancels", [])),
         version=doc["version"],
     )
 

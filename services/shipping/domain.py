@@ -140,11 +140,21 @@ class Order:
     released: int = 0
     # Event ids of cancels that arrived while the order waited for risk's review.
     pending_cancels: list[str] = field(default_factory=list)
+    # How much the merchant took off the approved gross ("Reduce amount"), and the event ids
+    # of those reductions: each applies once.
+    reduced: int = 0
+    reductions: list[str] = field(default_factory=list)
     version: int = 0
 
     @property
     def captured(self) -> int:
         return sum(i.amount.gross for i in self.invoices)
+
+    @property
+    def total(self) -> int:
+        """The order's total now: what captures are bounded by."""
+        assert self.approved_gross is not None
+        return self.approved_gross - self.reduced
 
     @property
     def ready(self) -> bool:
@@ -157,6 +167,7 @@ class Order:
         twin = copy.copy(self)
         twin.invoices = [i.clone() for i in self.invoices]
         twin.pending_cancels = list(self.pending_cancels)
+        twin.reductions = list(self.reductions)
         return twin
 
     def invoice(self, number: str) -> Invoice | None:
@@ -381,12 +392,13 @@ def capture(
     assert order.duration_days is not None
     if amount.gross <= 0:
         return _refuse(order, "empty_capture", "a capture must have a positive gross amount")
-    if order.captured + amount.gross > order.approved_gross:
+    if order.captured + amount.gross > order.total:
+        bound = "approved" if not order.reduced else "reduced total"
         return _refuse(
             order,
             "over_capture",
-            f"captured {_fmt(order.captured)} + {_fmt(amount.gross)} exceeds the approved "
-            f"{_fmt(order.approved_gross)}",
+            f"captured {_fmt(order.captured)} + {_fmt(amount.gross)} exceeds the {bound} "
+            f"{_fmt(order.total)}",
         )
     assert order.viban is not None
     assert order.merchant_id is not None
@@ -421,7 +433,7 @@ def capture(
         ),
         InvoiceStateChanged(invoice_number, "new", "paid_out"),
     ]
-    to: OrderState = "shipped" if new.captured == order.approved_gross else "partially_shipped"
+    to: OrderState = "shipped" if new.captured == order.total else "partially_shipped"
     if to != order.state:
         effects.append(OrderStateChanged(order.state, to))
         new.state = to
@@ -514,6 +526,57 @@ def credit_note(
         previous = target.state
         target.state = "canceled"
         effects.append(InvoiceStateChanged(invoice_number, previous, "canceled"))
+        effects += _maybe_complete(new)
+    return Result(new, tuple(effects))
+
+
+def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_id: str) -> Result:
+    """The merchant lowers the order's total before it is fully shipped (``new_amount`` is
+    the new total). Allowed while created or partially shipped, to above zero, strictly
+    below the current total and no less than what is already captured. The difference no
+    longer counts against the debtor's limit (released once, under an id derived from the
+    reduction event); a partially shipped order whose captures now reach the total is
+    shipped."""
+    if (waiting := _unready(order)) is not None:
+        return waiting
+    if reduction_id in order.reductions:
+        return Result(order)  # this very reduction again
+    if order.state not in SHIPPABLE_STATES:
+        return _refuse(
+            order,
+            f"order_{order.state}",
+            f"cannot reduce the amount of an order that is {order.state}",
+        )
+    if currency != order.currency:
+        return _refuse(
+            order, "currency_mismatch", f"reduction in {currency}, order in {order.currency}"
+        )
+    total, gross = order.total, new_amount.gross
+    if gross <= 0:
+        return _refuse(
+            order, "reduction_to_zero", "the new total must be above 0.00; cancel the order instead"
+        )
+    if gross >= total:
+        return _refuse(
+            order,
+            "amount_not_reduced",
+            f"the new total {_fmt(gross)} is not below the current total {_fmt(total)}",
+        )
+    if gross < order.captured:
+        return _refuse(
+            order,
+            "reduction_below_captured",
+            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped",
+        )
+    new = order.clone()
+    new.reduced += total - gross
+    new.reductions.append(reduction_id)
+    # Risk has the ledger of releases, by id; the label is the closest of the three the
+    # internal event allows (a reduction cancels part of the order).
+    effects: list[Effect] = _release(new, total - gross, "canceled", f"reduce/{reduction_id}")
+    if new.state == "partially_shipped" and new.captured == new.total:
+        new.state = "shipped"
+        effects.append(OrderStateChanged("partially_shipped", "shipped"))
         effects += _maybe_complete(new)
     return Result(new, tuple(effects))
 

@@ -28,6 +28,7 @@ _ORDER_EVENTS = (
     ev.OrderDecided,
     ev.OrderShipped,
     ev.OrderCanceled,
+    ev.OrderAmountReduced,
     ev.InvoiceCreditNoted,
     ev.InvoiceSettled,
     ev.DunningHandedOver,
@@ -43,10 +44,11 @@ _APPLY_ORDER = {
     topics.ORDERS_REQUESTED: 1,
     topics.ORDERS_DECIDED: 2,
     topics.ORDERS_SHIPPED: 3,
-    topics.INVOICES_CREDIT_NOTED: 4,
-    topics.DUNNING_HANDED_OVER: 5,
-    topics.INVOICES_SETTLED: 6,
-    topics.ORDERS_CANCELED: 7,
+    topics.ORDERS_AMOUNT_REDUCED: 4,
+    topics.INVOICES_CREDIT_NOTED: 5,
+    topics.DUNNING_HANDED_OVER: 6,
+    topics.INVOICES_SETTLED: 7,
+    topics.ORDERS_CANCELED: 8,
 }
 
 
@@ -120,6 +122,7 @@ class ShippingService:
         topics.ORDERS_DECIDED,
         topics.ORDERS_SHIPPED,
         topics.ORDERS_CANCELED,
+        topics.ORDERS_AMOUNT_REDUCED,
         topics.INVOICES_CREDIT_NOTED,
         topics.INVOICES_SETTLED,
         topics.DUNNING_HANDED_OVER,
@@ -205,6 +208,13 @@ class ShippingService:
                 )
             case ev.OrderCanceled():
                 return domain.cancel(order, command_id=item_id)
+            case ev.OrderAmountReduced():
+                return domain.reduce_amount(
+                    order,
+                    new_amount=to_money3(data.amount),
+                    currency=data.currency,
+                    reduction_id=item_id,
+                )
             case ev.InvoiceCreditNoted():
                 return domain.credit_note(
                     order,

@@ -593,3 +593,28 @@ MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENT
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}
 for _model in _ALL_EVENTS:
     EVENT_TYPES_BY_TOPIC.setdefault(_model.TOPIC, {})[_model.EVENT_TYPE] = _model
+
+
+# -- added with issue 16 (reduce an order's amount); kept at the end so that it merges with
+# other changes to this file as one block ------------------------------------------------
+
+
+class OrderAmountReduced(EventData):
+    """Lower the total of an order that is not fully shipped: ``amount`` is the order's new
+    total (the merchant's "Reduce amount" before shipment)."""
+
+    EVENT_TYPE = "order.amount_reduced.v1"
+    TOPIC = topics.ORDERS_AMOUNT_REDUCED
+    KEY_FIELD = "order_id"
+
+    order_id: NonEmpty
+    amount: Amount
+    currency: Currency = "EUR"
+
+
+INPUT_EVENTS = (*INPUT_EVENTS, OrderAmountReduced)
+_ALL_EVENTS = (*_ALL_EVENTS, OrderAmountReduced)
+MODEL_BY_TYPE[OrderAmountReduced.EVENT_TYPE] = OrderAmountReduced
+EVENT_TYPES_BY_TOPIC.setdefault(OrderAmountReduced.TOPIC, {})[OrderAmountReduced.EVENT_TYPE] = (
+    OrderAmountReduced
+)

@@ -9,6 +9,7 @@ ORDERS_REQUESTED = "orders.requested"
 ORDERS_REVIEWED = "orders.reviewed"
 ORDERS_SHIPPED = "orders.shipped"
 ORDERS_CANCELED = "orders.canceled"
+ORDERS_AMOUNT_REDUCED = "orders.amount_reduced"
 INVOICES_CREDIT_NOTED = "invoices.credit_noted"
 BANK_TRANSACTIONS = "bank.transactions"
 PAYMENTS_REPORTED = "payments.reported"
@@ -40,6 +41,7 @@ INPUT_TOPICS = (
     ORDERS_REVIEWED,
     ORDERS_SHIPPED,
     ORDERS_CANCELED,
+    ORDERS_AMOUNT_REDUCED,
     INVOICES_CREDIT_NOTED,
     BANK_TRANSACTIONS,
     PAYMENTS_REPORTED,

@@ -1,9 +1,18 @@
-"""Risk rules as pure functions: no I/O, no clock. The handler maps wire models onto these
-types, loads candidates from the registry with :func:`registry_keys`, and stores the result.
+"""Risk rules and the order lifecycle risk owns, as pure functions: no I/O, no clock.
+Amounts are integer cents (the handler converts at the edge with ``shared.money``). The
+handler maps wire models onto these types, loads candidates from the registry with
+:func:`registry_keys`, and stores the result.
 
 Rule order (first failing rule decides, every evaluated rule is recorded as a ``RuleHit``):
 identification -> id match consistency -> score present -> policy (insolvent, score, first
 order billing address) -> debtor limit -> manual review band.
+
+Lifecycle (see ``docs/risk-lifecycle.md``): risk owns an order until it is ``created``.
+:func:`request` decides it and reserves its gross against the debtor's limit; a ``waiting``
+order is ended by :func:`review` (approve -> created, decline -> declined and released) or by
+:func:`cancel` (canceled for good and released; a later review is refused). Once created the
+order is shipping's: risk only gives back what shipping reports as released
+(:func:`release`), each release id once, never more than the order still holds.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
@@ -23,6 +32,8 @@ from stdnum.eu import vat as eu_vat
 from services.risk.ruleset import Ruleset
 
 DecisionState = Literal["created", "declined", "waiting"]
+# The states risk tracks: the decision's, and canceled for an order canceled while waiting.
+RiskState = Literal["created", "declined", "waiting", "canceled"]
 RuleOutcome = Literal["pass", "fail", "skip", "review"]
 IdentificationMethod = Literal["registration_number", "vat_id", "name_and_postal_code"]
 
@@ -94,7 +105,7 @@ class Company:
     address: Address
     insolvent: bool
     score: int | None
-    financing_limit: Decimal
+    financing_limit: int  # cents
 
 
 @dataclass(frozen=True)
@@ -107,7 +118,7 @@ class MerchantPolicy:
 class OrderToDecide:
     order_id: str
     merchant_id: str
-    gross: Decimal
+    gross: int  # cents
     debtor: DebtorClaim
     billing_address: Address | None
     delivery_address: Address | None
@@ -143,17 +154,9 @@ class Decision:
     state: DecisionState
     decline_reason: str | None
     company_id: str | None
-    reserve: Decimal
+    reserve: int  # cents
     rule_hits: tuple[RuleHit, ...]
     ruleset_version: str
-
-
-@dataclass(frozen=True)
-class ReviewResolution:
-    state: DecisionState | None
-    decline_reason: str | None
-    release: bool
-    refusal: str | None = None
 
 
 # -- normalisation ---------------------------------------------------------------------------
@@ -292,16 +295,14 @@ def decide(
     order: OrderToDecide,
     merchant: MerchantPolicy,
     identification: Identification,
-    exposure: Decimal,
+    exposure: int,
     has_prior_order_with_merchant: bool,
     ruleset: Ruleset,
 ) -> Decision:
     hits: list[RuleHit] = []
 
     def declined(reason: str, company_id: str | None) -> Decision:
-        return Decision(
-            "declined", reason, company_id, Decimal("0.00"), tuple(hits), ruleset.version
-        )
+        return Decision("declined", reason, company_id, 0, tuple(hits), ruleset.version)
 
     company = identification.company
     if company is None:
@@ -370,22 +371,12 @@ def decide(
     else:
         hits.append(RuleHit("first_order_billing_address", "pass", "billing address as registered"))
 
+    sums = f"exposure {_fmt(exposure)} + order {_fmt(order.gross)}"
+    limit = _fmt(company.financing_limit)
     if exposure + order.gross > company.financing_limit:
-        hits.append(
-            RuleHit(
-                "debtor_limit",
-                "fail",
-                f"exposure {exposure} + order {order.gross} > limit {company.financing_limit}",
-            )
-        )
+        hits.append(RuleHit("debtor_limit", "fail", f"{sums} > limit {limit}"))
         return declined("debtor_limit_exceeded", company.company_id)
-    hits.append(
-        RuleHit(
-            "debtor_limit",
-            "pass",
-            f"exposure {exposure} + order {order.gross} <= limit {company.financing_limit}",
-        )
-    )
+    hits.append(RuleHit("debtor_limit", "pass", f"{sums} <= limit {limit}"))
 
     low, high = ruleset.manual_review_band
     if merchant.manual_review and low <= company.score <= high:
@@ -403,16 +394,259 @@ def decide(
     return Decision("created", None, company.company_id, order.gross, tuple(hits), ruleset.version)
 
 
-def resolve_review(
-    current_state: str, outcome: Literal["approve", "decline"], decline_reason: str | None
-) -> ReviewResolution:
-    if current_state != "waiting":
-        return ReviewResolution(
-            None, None, release=False, refusal=f"order is {current_state}, not waiting for review"
+def _fmt(amount: int) -> str:
+    """Cents as the contract writes money: ``119000`` -> ``"1190.00"``."""
+    return f"{Decimal(amount) / 100:.2f}"
+
+
+# -- the order lifecycle risk owns --------------------------------------------------------
+
+SUPPORTED_CURRENCY = "EUR"
+ReleaseReason = Literal["canceled", "credit_note", "settled", "review_declined"]
+
+
+@dataclass(frozen=True)
+class RiskOrder:
+    """Risk's record of one order: the reservation ledger for it (keyed by the order id, so
+    the same order requested again can never reserve twice)."""
+
+    order_id: str
+    merchant_id: str
+    company_id: str | None
+    state: RiskState
+    gross: int  # cents
+    # What of the gross still counts against the debtor's limit.
+    reserved: int  # cents
+    fingerprint: str
+    decline_reason: str | None = None
+    viban: str | None = None
+    # The review or cancel that ended the wait: the same event again changes nothing.
+    resolved_by: str | None = None
+    # Shipping's releases given back so far: each release id applies once.
+    release_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decided:
+    """Publish ``orders.decided`` (a created one with the pair's VIBAN)."""
+
+    state: DecisionState
+    decline_reason: str | None
+    company_id: str | None
+    rule_hits: tuple[RuleHit, ...]
+    ruleset_version: str
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """Publish ``orders.state_changed``."""
+
+    from_: RiskState | None
+    to: RiskState
+
+
+@dataclass(frozen=True)
+class Released:
+    """Exposure given back to the debtor's limit, ledgered under ``release_id``."""
+
+    release_id: str
+    company_id: str
+    amount: int  # cents
+    reason: ReleaseReason
+
+
+Effect = Decided | StateChanged | Released
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: str  # a closed set: the metric label and the start of the published reason
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+@dataclass(frozen=True)
+class Park:
+    """Refers to an order not seen yet: retry later. Once the wait is over, reject with
+    ``code``, or, when ``reject_on_expiry`` is false, let it go (another service answers)."""
+
+    code: str
+    reject_on_expiry: bool = True
+
+
+@dataclass(frozen=True)
+class Result:
+    """The order after the event (None: no order to store), the debtor's exposure after it
+    (cents), and what to publish; or why the event was refused or parked."""
+
+    order: RiskOrder | None
+    exposure: int
+    effects: tuple[Effect, ...] = ()
+    rejection: Rejection | None = None
+    park: Park | None = None
+
+
+def own_release_id(order_id: str, cause: Literal["review_declined", "canceled"]) -> str:
+    """The ledger id of a release risk itself makes: at most one per order and cause."""
+    return f"risk:{order_id}:{cause}"
+
+
+def request(
+    existing: RiskOrder | None,
+    order: OrderToDecide,
+    *,
+    fingerprint: str,
+    currency: str,
+    merchant: MerchantPolicy | None,
+    identification: Identification,
+    exposure: int,
+    known_to_merchant: bool,
+    ruleset: Ruleset,
+) -> Result:
+    """Decide a requested order and reserve its gross (created or waiting)."""
+    if existing is not None:
+        if existing.fingerprint != fingerprint:
+            return Result(
+                existing,
+                exposure,
+                rejection=Rejection("order_id_reused", "order_id already used for another order"),
+            )
+        return Result(existing, exposure)  # the same order again: decided already
+    if merchant is None:
+        return Result(None, exposure, park=Park("merchant_not_configured"))
+    if currency != SUPPORTED_CURRENCY:
+        return Result(None, exposure, rejection=Rejection("unsupported_currency", currency))
+    decision = decide(order, merchant, identification, exposure, known_to_merchant, ruleset)
+    decided = RiskOrder(
+        order_id=order.order_id,
+        merchant_id=order.merchant_id,
+        company_id=decision.company_id,
+        state=decision.state,
+        gross=order.gross,
+        reserved=decision.reserve,
+        fingerprint=fingerprint,
+        decline_reason=decision.decline_reason,
+    )
+    effects = (
+        Decided(
+            decision.state,
+            decision.decline_reason,
+            decision.company_id,
+            decision.rule_hits,
+            decision.ruleset_version,
+        ),
+        StateChanged(None, decision.state),
+    )
+    return Result(decided, exposure + decision.reserve, effects)
+
+
+def review(
+    order: RiskOrder | None,
+    *,
+    event_id: str,
+    outcome: Literal["approve", "decline"],
+    decline_reason: str | None,
+    exposure: int,
+    ruleset: Ruleset,
+) -> Result:
+    """A manual review ends the wait: approve -> created, decline -> declined (released)."""
+    if order is None:
+        return Result(None, exposure, park=Park("unknown_order"))
+    if order.resolved_by == event_id:
+        return Result(order, exposure)  # this very review again
+    if order.state == "canceled":
+        return Result(
+            order,
+            exposure,
+            rejection=Rejection(
+                "order_canceled", "the order was canceled while it waited for review"
+            ),
         )
+    if order.state != "waiting":
+        return Result(
+            order,
+            exposure,
+            rejection=Rejection(
+                f"order_{order.state}", f"the order is {order.state}, not waiting for review"
+            ),
+        )
+    hit = RuleHit(
+        "manual_review", "pass" if outcome == "approve" else "fail", f"{outcome} by reviewer"
+    )
     if outcome == "approve":
-        return ReviewResolution("created", None, release=False)
-    return ReviewResolution("declined", decline_reason or "risk_policy", release=True)
+        approved = replace(order, state="created", resolved_by=event_id)
+        effects: tuple[Effect, ...] = (
+            Decided("created", None, order.company_id, (hit,), ruleset.version),
+            StateChanged("waiting", "created"),
+        )
+        return Result(approved, exposure, effects)
+    reason = decline_reason or "risk_policy"
+    declined = replace(
+        order, state="declined", decline_reason=reason, reserved=0, resolved_by=event_id
+    )
+    effects = (
+        Decided("declined", reason, order.company_id, (hit,), ruleset.version),
+        StateChanged("waiting", "declined"),
+        *_give_back(order, own_release_id(order.order_id, "review_declined"), "review_declined"),
+    )
+    return Result(declined, max(0, exposure - order.reserved), effects)
+
+
+def cancel(order: RiskOrder | None, *, event_id: str, exposure: int) -> Result:
+    """A cancel ends the wait of a waiting order for good (released). A created or declined
+    order is shipping's to cancel or refuse: risk leaves it alone."""
+    if order is None:
+        # Shipping parks the same cancel and refuses it if the order never turns up.
+        return Result(None, exposure, park=Park("unknown_order", reject_on_expiry=False))
+    if order.resolved_by == event_id:
+        return Result(order, exposure)
+    if order.state == "canceled":
+        return Result(
+            order, exposure, rejection=Rejection("order_canceled", "the order is already canceled")
+        )
+    if order.state != "waiting":
+        return Result(order, exposure)
+    canceled = replace(order, state="canceled", reserved=0, resolved_by=event_id)
+    effects: tuple[Effect, ...] = (
+        StateChanged("waiting", "canceled"),
+        *_give_back(order, own_release_id(order.order_id, "canceled"), "canceled"),
+    )
+    return Result(canceled, max(0, exposure - order.reserved), effects)
+
+
+def release(
+    order: RiskOrder | None,
+    *,
+    release_id: str,
+    amount: int,
+    reason: ReleaseReason,
+    exposure: int,
+) -> Result:
+    """Shipping's word that part of a created order no longer counts. A release id is spent
+    the first time it is seen: on a created order it gives back what it says, never more
+    than the order still holds (so never another order's room); on any other order nothing
+    (shipping releases only what it has seen created). So its outcome never depends on
+    whether the inbox still remembers an earlier delivery."""
+    if order is None:
+        return Result(None, exposure, park=Park("unknown_order"))
+    if release_id in order.release_ids:
+        return Result(order, exposure)
+    spent = (*order.release_ids, release_id)
+    given = min(amount, order.reserved) if order.state == "created" else 0
+    if given <= 0 or order.company_id is None:
+        return Result(replace(order, release_ids=spent), exposure)
+    released = replace(order, reserved=order.reserved - given, release_ids=spent)
+    effect = Released(release_id, order.company_id, given, reason)
+    return Result(released, max(0, exposure - given), (effect,))
+
+
+def _give_back(order: RiskOrder, release_id: str, reason: ReleaseReason) -> tuple[Released, ...]:
+    if order.reserved <= 0 or order.company_id is None:
+        return ()
+    return (Released(release_id, order.company_id, order.reserved, reason),)
 
 
 # -- VIBAN -----------------------------------------------------------------------------------

@@ -1,13 +1,13 @@
-"""Risk decisions: thin handling around the pure rules in :mod:`services.risk.domain`.
+"""Risk: thin handling around the pure rules and lifecycle in :mod:`services.risk.domain`.
 
 Per batch: load what the events refer to, decide each event in order in memory, give new
 (merchant, debtor) pairs their VIBAN, store, and emit. The engine wraps all of it in one
-MongoDB transaction together with the inbox.
+MongoDB transaction together with the inbox. Amounts become cents here, at the edge.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -18,10 +18,8 @@ from services.risk.ruleset import CURRENT_RULESET, Ruleset
 from services.risk.store import RiskView, address_to_doc, ensure_indexes
 from shared import events as ev
 from shared import topics
-from shared.money import cents, from_cents
+from shared.money import cents
 from shared.runtime.engine import Batch, Inbound
-
-SUPPORTED_CURRENCY = "EUR"
 
 
 def _reference_data_first(item: Inbound) -> int:
@@ -41,7 +39,8 @@ class RiskMetrics:
         )
         self.released = Counter(
             "risk_exposure_releases_total",
-            "Exposure given back to debtors' limits, by cause (canceled, credit_note, settled).",
+            "Exposure given back to debtors' limits, by cause (canceled, credit_note, settled, "
+            "review_declined).",
             ["reason"],
             registry=registry,
         )
@@ -93,24 +92,19 @@ def to_domain_company(data: ev.CompanyRegistered) -> domain.Company:
         address=to_domain_address(data.address),
         insolvent=data.insolvent,
         score=data.score,
-        financing_limit=data.financing_limit,
+        financing_limit=cents(data.financing_limit),
     )
 
 
-@dataclass
-class _Outcome:
-    """A decision waiting for its VIBAN before it can be emitted."""
+@dataclass(frozen=True)
+class _Outputs:
+    """What one event's result publishes, kept until the batch's VIBANs are assigned, so
+    each order's outputs leave in the order they were decided."""
 
     item: Inbound
     order_id: str
-    merchant_id: str
-    state: str
-    previous_state: str | None
-    decline_reason: str | None
-    company_id: str | None
-    rule_hits: tuple[domain.RuleHit, ...]
-    ruleset_version: str
-    needs_viban: bool
+    merchant_id: str | None
+    result: domain.Result
 
 
 class RiskService:
@@ -120,6 +114,8 @@ class RiskService:
         topics.COMPANIES_REGISTERED,
         topics.ORDERS_REQUESTED,
         topics.ORDERS_REVIEWED,
+        # Risk owns an order until it is created: a cancel of a waiting order ends its review.
+        topics.ORDERS_CANCELED,
         # Shipping's word that part of an approval no longer counts (canceled, credited,
         # settled): open exposure is approved minus released.
         topics.EXPOSURE_RELEASED,
@@ -140,43 +136,43 @@ class RiskService:
         view = RiskView(batch.session, self.db)
         await self._preload(view, batch.items)
 
-        outcomes: list[_Outcome] = []
+        outputs: list[_Outputs] = []
         for item in sorted(batch.items, key=_reference_data_first):
             data = item.data
             if isinstance(data, ev.MerchantConfigured):
                 view.put_merchant(
                     {"_id": data.merchant_id, "manual_review": data.manual_review, "at": item.now}
                 )
-            elif isinstance(data, ev.CompanyRegistered):
+                continue
+            if isinstance(data, ev.CompanyRegistered):
                 view.put_company(to_domain_company(data))
-            elif isinstance(data, ev.OrderRequested):
-                outcome = await self._decide_order(view, batch, item, data)
-                if outcome is not None:
-                    outcomes.append(outcome)
-            elif isinstance(data, ev.OrderReviewed):
-                outcome = self._review(view, batch, item, data)
-                if outcome is not None:
-                    outcomes.append(outcome)
-            elif isinstance(data, ev.ExposureReleased):
-                self._release(view, batch, item, data)
+                continue
+            if isinstance(data, ev.OrderRequested):
+                result = await self._request(view, data)
+            elif isinstance(data, ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased):
+                result = self._decide_on_order(view, item, data)
+            else:
+                continue  # a tick: only its parked retries matter
+            out = self._store(view, batch, item, data, result)
+            if out is not None:
+                outputs.append(out)
 
-        await self._assign_vibans(view, outcomes)
-        for outcome in outcomes:
-            self._emit_decision(view, batch, outcome)
+        await self._assign_vibans(view, outputs)
+        for out in outputs:
+            self._emit(view, batch, out)
         await view.flush()
 
     # -- loading --------------------------------------------------------------------------
 
     async def _preload(self, view: RiskView, items: list[Inbound]) -> None:
         requests = [i.data for i in items if isinstance(i.data, ev.OrderRequested)]
-        reviews = [i.data for i in items if isinstance(i.data, ev.OrderReviewed)]
-        releases = [i.data for i in items if isinstance(i.data, ev.ExposureReleased)]
+        others = [
+            i.data.order_id
+            for i in items
+            if isinstance(i.data, ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased)
+        ]
         await view.load_merchants(r.merchant_id for r in requests)
-        await view.load_orders(
-            [r.order_id for r in requests]
-            + [r.order_id for r in reviews]
-            + [r.order_id for r in releases]
-        )
+        await view.load_orders([r.order_id for r in requests] + others)
         keys = [domain.registry_keys(to_domain_claim(r.debtor)) for r in requests]
         await view.load_candidates(
             {k.registration_number for k in keys if k.registration_number},
@@ -189,10 +185,10 @@ class RiskService:
             view.identified[request.order_id] = identification
             if identification.company is not None:
                 pairs.add((request.merchant_id, identification.company.company_id))
-        for order_id in [r.order_id for r in reviews] + [r.order_id for r in releases]:
+        for order_id in others:
             order = view.orders.get(order_id)
-            if order is not None and order.get("company_id"):
-                pairs.add((order["merchant_id"], order["company_id"]))
+            if order is not None and order.company_id:
+                pairs.add((order.merchant_id, order.company_id))
         await view.load_debtor_state(pairs)
 
     def _identify(self, view: RiskView, request: ev.OrderRequested) -> domain.Identification:
@@ -203,211 +199,224 @@ class RiskService:
 
     # -- deciding -------------------------------------------------------------------------
 
-    async def _decide_order(
-        self, view: RiskView, batch: Batch, item: Inbound, data: ev.OrderRequested
-    ) -> _Outcome | None:
+    async def _request(self, view: RiskView, data: ev.OrderRequested) -> domain.Result:
         existing = view.orders.get(data.order_id)
-        if existing is not None:
-            if existing["fingerprint"] != data.fingerprint():
-                self._reject(batch, item, data.order_id, "order_id already used for another order")
-            # The same order sent again under a new event id: already decided, nothing to do.
-            return None
-        merchant = view.merchants.get(data.merchant_id)
-        if merchant is None:
-            self._wait_or_reject(batch, item, data.order_id, "merchant_not_configured")
-            return None
-        if data.currency != SUPPORTED_CURRENCY:
-            self._reject(batch, item, data.order_id, f"unsupported_currency: {data.currency}")
-            return None
-
         identification = view.identified.get(data.order_id)
-        if identification is None or view.dirty_companies:
+        if existing is None and (identification is None or view.dirty_companies):
             # A company registered earlier in this very batch may be the one.
             identification = self._identify(view, data)
+        if identification is None:
+            identification = domain.Identification(company=None, method=None)
         company_id = identification.company.company_id if identification.company else None
-        if company_id is not None:
+        if existing is None and company_id is not None:
             # A company registered earlier in this very batch was not preloaded.
             await view.load_debtor_state([(data.merchant_id, company_id)])
-        order = domain.OrderToDecide(
-            order_id=data.order_id,
-            merchant_id=data.merchant_id,
-            gross=data.amount.gross,
-            debtor=to_domain_claim(data.debtor),
-            billing_address=to_domain_address(data.billing_address)
-            if data.billing_address
-            else None,
-            delivery_address=to_domain_address(data.delivery_address)
-            if data.delivery_address
-            else None,
-        )
-        decision = domain.decide(
-            order,
-            domain.MerchantPolicy(data.merchant_id, merchant["manual_review"]),
-            identification,
-            view.exposure_of(company_id) if company_id else from_cents(0),
-            (data.merchant_id, company_id) in view.vibans if company_id else False,
-            self.ruleset,
-        )
-        if decision.company_id is not None and decision.reserve > 0:
-            view.reserve(decision.company_id, decision.reserve)
-        view.add_order(
-            {
-                "_id": data.order_id,
-                "merchant_id": data.merchant_id,
-                "external_code": data.external_code,
-                "state": decision.state,
-                "gross_cents": cents(data.amount.gross),
-                "reserved_cents": cents(decision.reserve),
-                "currency": data.currency,
-                "duration_days": data.duration_days,
-                "company_id": decision.company_id,
-                "decline_reason": decision.decline_reason,
-                "billing_address": address_to_doc(order.billing_address)
-                if order.billing_address
+        merchant = view.merchants.get(data.merchant_id)
+        return domain.request(
+            existing,
+            domain.OrderToDecide(
+                order_id=data.order_id,
+                merchant_id=data.merchant_id,
+                gross=cents(data.amount.gross),
+                debtor=to_domain_claim(data.debtor),
+                billing_address=to_domain_address(data.billing_address)
+                if data.billing_address
                 else None,
-                "requested_event_id": item.event.id,
-                "fingerprint": data.fingerprint(),
-                "decided_at": item.now,
-            }
-        )
-        return _Outcome(
-            item=item,
-            order_id=data.order_id,
-            merchant_id=data.merchant_id,
-            state=decision.state,
-            previous_state=None,
-            decline_reason=decision.decline_reason,
-            company_id=decision.company_id,
-            rule_hits=decision.rule_hits,
-            ruleset_version=decision.ruleset_version,
-            needs_viban=decision.state == "created",
+                delivery_address=to_domain_address(data.delivery_address)
+                if data.delivery_address
+                else None,
+            ),
+            fingerprint=data.fingerprint(),
+            currency=data.currency,
+            merchant=domain.MerchantPolicy(data.merchant_id, merchant["manual_review"])
+            if merchant is not None
+            else None,
+            identification=identification,
+            exposure=view.exposure_of(company_id),
+            known_to_merchant=company_id is not None
+            and (data.merchant_id, company_id) in view.vibans,
+            ruleset=self.ruleset,
         )
 
-    def _release(
-        self, view: RiskView, batch: Batch, item: Inbound, data: ev.ExposureReleased
-    ) -> None:
+    def _decide_on_order(
+        self,
+        view: RiskView,
+        item: Inbound,
+        data: ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased,
+    ) -> domain.Result:
         order = view.orders.get(data.order_id)
-        if order is None:
-            self._wait_or_reject(batch, item, data.order_id, "unknown_order")
-            return
-        # Never more than this order still holds: a release cannot eat another order's room.
-        amount = min(cents(data.amount), order.get("reserved_cents", 0))
-        if amount <= 0 or not order.get("company_id"):
-            return
-        view.release(order["company_id"], from_cents(amount))
-        view.update_order(data.order_id, reserved_cents=order["reserved_cents"] - amount)
-        batch.after_commit.append(lambda: self.metrics.released.labels(data.reason).inc())
+        exposure = view.exposure_of(order.company_id if order is not None else None)
+        match data:
+            case ev.OrderReviewed():
+                return domain.review(
+                    order,
+                    event_id=item.event.id,
+                    outcome=data.outcome,
+                    decline_reason=data.decline_reason,
+                    exposure=exposure,
+                    ruleset=self.ruleset,
+                )
+            case ev.OrderCanceled():
+                return domain.cancel(order, event_id=item.event.id, exposure=exposure)
+            case ev.ExposureReleased():
+                return domain.release(
+                    order,
+                    release_id=data.release_id,
+                    amount=cents(data.amount),
+                    reason=data.reason,
+                    exposure=exposure,
+                )
 
-    def _review(
-        self, view: RiskView, batch: Batch, item: Inbound, data: ev.OrderReviewed
-    ) -> _Outcome | None:
-        order = view.orders.get(data.order_id)
-        if order is None:
-            self._wait_or_reject(batch, item, data.order_id, "unknown_order")
-            return None
-        resolution = domain.resolve_review(order["state"], data.outcome, data.decline_reason)
-        if resolution.refusal is not None:
-            self._reject(batch, item, data.order_id, resolution.refusal)
-            return None
-        assert resolution.state is not None
-        if resolution.release and order.get("company_id"):
-            view.release(order["company_id"], from_cents(order["reserved_cents"]))
-        view.update_order(
-            data.order_id,
-            state=resolution.state,
-            decline_reason=resolution.decline_reason,
-            reserved_cents=0 if resolution.release else order["reserved_cents"],
-            reviewed_by=data.reviewer,
-            decided_at=item.now,
-        )
-        hit = domain.RuleHit(
-            rule="manual_review",
-            outcome="pass" if resolution.state == "created" else "fail",
-            detail=f"{data.outcome} by reviewer",
-        )
-        return _Outcome(
-            item=item,
-            order_id=data.order_id,
-            merchant_id=order["merchant_id"],
-            state=resolution.state,
-            previous_state="waiting",
-            decline_reason=resolution.decline_reason,
-            company_id=order.get("company_id"),
-            rule_hits=(hit,),
-            ruleset_version=self.ruleset.version,
-            needs_viban=resolution.state == "created",
-        )
+    # -- storing --------------------------------------------------------------------------
 
-    async def _assign_vibans(self, view: RiskView, outcomes: list[_Outcome]) -> None:
+    def _store(
+        self,
+        view: RiskView,
+        batch: Batch,
+        item: Inbound,
+        data: ev.OrderRequested | ev.OrderReviewed | ev.OrderCanceled | ev.ExposureReleased,
+        result: domain.Result,
+    ) -> _Outputs | None:
+        if result.park is not None:
+            if not item.park_expired:
+                batch.park(item, result.park.code)
+                return None
+            if not result.park.reject_on_expiry:
+                return None
+            result = replace(result, park=None, rejection=domain.Rejection(result.park.code))
+        order = result.order
+        if result.rejection is None and not result.effects:
+            if order is not None and order is not view.orders.get(order.order_id):
+                view.put_order(order)  # changed without effects: a release id spent
+            return None  # else the same event again, or not risk's to act on
+        if result.rejection is None and order is not None:
+            view.put_order(order, **self._notes(item, data, order))
+            if order.company_id is not None:
+                view.set_exposure(order.company_id, result.exposure)
+            for effect in result.effects:
+                if isinstance(effect, domain.Released):
+                    view.record_release(
+                        {
+                            "_id": effect.release_id,
+                            "order_id": order.order_id,
+                            "company_id": effect.company_id,
+                            "amount_cents": effect.amount,
+                            "reason": effect.reason,
+                            "caused_by": item.event.id,
+                            "at": item.now,
+                        }
+                    )
+        return _Outputs(item, data.order_id, order.merchant_id if order else None, result)
+
+    @staticmethod
+    def _notes(item: Inbound, data: ev.EventData, order: domain.RiskOrder) -> dict[str, Any]:
+        """Readable fields beside the lifecycle's: where the order came from, who ended the
+        wait, when."""
+        match data:
+            case ev.OrderRequested():
+                return {
+                    "external_code": data.external_code,
+                    "currency": data.currency,
+                    "duration_days": data.duration_days,
+                    "billing_address": address_to_doc(to_domain_address(data.billing_address))
+                    if data.billing_address
+                    else None,
+                    "requested_event_id": item.event.id,
+                    "decided_at": item.now,
+                }
+            case ev.OrderReviewed():
+                return {"reviewed_by": data.reviewer, "decided_at": item.now}
+            case ev.OrderCanceled():
+                return {"canceled_at": item.now, "cancel_reason": data.reason}
+        return {}
+
+    async def _assign_vibans(self, view: RiskView, outputs: list[_Outputs]) -> None:
         missing: list[tuple[str, str]] = []
-        for outcome in outcomes:
-            if outcome.needs_viban and outcome.company_id is not None:
-                pair = (outcome.merchant_id, outcome.company_id)
-                if pair not in view.vibans and pair not in missing:
-                    missing.append(pair)
-        if not missing:
-            return
-        sequences = await view.allocate_viban_sequences(len(missing))
-        for pair, sequence in zip(missing, sequences, strict=True):
-            view.add_viban(*pair, domain.viban_from_sequence(sequence))
+        for out in outputs:
+            for effect in out.result.effects:
+                if isinstance(effect, domain.Decided) and effect.state == "created":
+                    assert out.merchant_id is not None
+                    assert effect.company_id is not None
+                    pair = (out.merchant_id, effect.company_id)
+                    if pair not in view.vibans and pair not in missing:
+                        missing.append(pair)
+        if missing:
+            sequences = await view.allocate_viban_sequences(len(missing))
+            for pair, sequence in zip(missing, sequences, strict=True):
+                view.add_viban(*pair, domain.viban_from_sequence(sequence))
 
     # -- emitting -------------------------------------------------------------------------
 
-    def _emit_decision(self, view: RiskView, batch: Batch, outcome: _Outcome) -> None:
+    def _emit(self, view: RiskView, batch: Batch, out: _Outputs) -> None:
+        item, result = out.item, out.result
+        if result.rejection is not None:
+            self._reject(batch, item, out.order_id, result.rejection)
+            return
+        for effect in result.effects:
+            match effect:
+                case domain.Decided():
+                    assert out.merchant_id is not None
+                    self._emit_decision(view, batch, item, out.order_id, out.merchant_id, effect)
+                case domain.StateChanged(from_=from_, to=to):
+                    batch.emit(
+                        item, ev.OrderStateChanged(order_id=out.order_id, from_=from_, to=to)
+                    )
+                case domain.Released(reason=reason):
+                    counter = self.metrics.released.labels(reason)
+                    batch.after_commit.append(counter.inc)
+
+    def _emit_decision(
+        self,
+        view: RiskView,
+        batch: Batch,
+        item: Inbound,
+        order_id: str,
+        merchant_id: str,
+        decided: domain.Decided,
+    ) -> None:
         viban = None
-        if outcome.needs_viban and outcome.company_id is not None:
-            viban = view.vibans[(outcome.merchant_id, outcome.company_id)]
-            view.update_order(outcome.order_id, viban=viban)
+        if decided.state == "created" and decided.company_id is not None:
+            viban = view.vibans[(merchant_id, decided.company_id)]
+            # Onto the order as it is now: a later event of this batch may have changed it.
+            view.put_order(replace(view.orders[order_id], viban=viban))
         # Built from the ruleset's own typed hits, so validating each again buys nothing.
         hits = [
             ev.RuleHit.model_construct(rule=h.rule, outcome=h.outcome, detail=h.detail)
-            for h in outcome.rule_hits
+            for h in decided.rule_hits
         ]
         batch.emit(
-            outcome.item,
+            item,
             ev.OrderDecided(
-                order_id=outcome.order_id,
-                merchant_id=outcome.merchant_id,
-                state=outcome.state,
-                decline_reason=outcome.decline_reason,
-                debtor_company_id=outcome.company_id,
+                order_id=order_id,
+                merchant_id=merchant_id,
+                state=decided.state,
+                decline_reason=decided.decline_reason,
+                debtor_company_id=decided.company_id,
                 viban=viban,
-                ruleset_version=outcome.ruleset_version,
+                ruleset_version=decided.ruleset_version,
                 rule_hits=hits,
-            ),
-        )
-        batch.emit(
-            outcome.item,
-            ev.OrderStateChanged(
-                order_id=outcome.order_id, from_=outcome.previous_state, to=outcome.state
             ),
         )
         view.audit.append(
             {
-                "_id": f"{outcome.order_id}/{outcome.item.event.id}",
-                "order_id": outcome.order_id,
-                "event_id": outcome.item.event.id,
-                "event_type": outcome.item.event.type,
-                "state": outcome.state,
-                "decline_reason": outcome.decline_reason,
-                "company_id": outcome.company_id,
-                "ruleset_version": outcome.ruleset_version,
+                "_id": f"{order_id}/{item.event.id}",
+                "order_id": order_id,
+                "event_id": item.event.id,
+                "event_type": item.event.type,
+                "state": decided.state,
+                "decline_reason": decided.decline_reason,
+                "company_id": decided.company_id,
+                "ruleset_version": decided.ruleset_version,
                 "rule_hits": [h.model_dump() for h in hits],
-                "decided_at": outcome.item.now,
+                "decided_at": item.now,
             }
         )
-        state, reason = outcome.state, outcome.decline_reason or "none"
+        state, reason = decided.state, decided.decline_reason or "none"
         batch.after_commit.append(lambda: self.metrics.decisions.labels(state, reason).inc())
 
-    def _wait_or_reject(self, batch: Batch, item: Inbound, order_id: str, reason: str) -> None:
-        """Something this event refers to has not arrived: park it, or once its time is up,
-        reject it with ``reason``."""
-        if item.park_expired:
-            self._reject(batch, item, order_id, reason)
-        else:
-            batch.park(item, reason)
-
-    def _reject(self, batch: Batch, item: Inbound, order_id: str, reason: str) -> None:
-        batch.reject(item, order_id, reason)
-        label = reason.split(":", 1)[0]
-        batch.after_commit.append(lambda: self.metrics.rejections.labels(label).inc())
+    def _reject(
+        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
+    ) -> None:
+        batch.reject(item, order_id, rejection.reason)
+        code = rejection.code
+        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())

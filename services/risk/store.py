@@ -6,21 +6,31 @@ each other's reservation), and written back with one bulk write per collection. 
 writes are guarded by the value that was read, inside the batch's transaction, so two
 workers can never both reserve the last of a debtor's limit: the loser's transaction aborts
 on the write conflict (or the guard) and the batch is decided again on fresh state.
+
+Amounts are integer cents in fields named ``*_cents``. Each order document is the ledger of
+its own reservation (the order id is its ``_id``) and lists the release ids already given
+back (``release_ids``); every release is also one document in ``releases`` under its id,
+naming the event that caused it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.risk.domain import Address, Company, DebtorClaim, Identification, registry_keys
-from shared.money import cents, from_cents
+from services.risk.domain import (
+    Address,
+    Company,
+    DebtorClaim,
+    Identification,
+    RiskOrder,
+    registry_keys,
+)
 from shared.runtime.transient import ConcurrencyConflict
 
 Doc = dict[str, Any]
@@ -35,6 +45,7 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
         [("merchant_id", ASCENDING), ("company_id", ASCENDING)], unique=True
     )
     await db["decisions"].create_index([("order_id", ASCENDING)])
+    await db["releases"].create_index([("order_id", ASCENDING)])
 
 
 def address_to_doc(address: Address) -> Doc:
@@ -76,7 +87,7 @@ def company_to_doc(company: Company) -> Doc:
         "address": address_to_doc(company.address),
         "insolvent": company.insolvent,
         "score": company.score,
-        "financing_limit_cents": cents(company.financing_limit),
+        "financing_limit_cents": company.financing_limit,
         "keys": {
             "registration_number": keys.registration_number,
             "vat_id": keys.vat_id,
@@ -95,7 +106,41 @@ def company_from_doc(doc: Doc) -> Company:
         address=address_from_doc(doc["address"]),
         insolvent=doc["insolvent"],
         score=doc.get("score"),
-        financing_limit=from_cents(doc["financing_limit_cents"]),
+        financing_limit=doc["financing_limit_cents"],
+    )
+
+
+def order_to_doc(order: RiskOrder) -> Doc:
+    """The fields the lifecycle owns; the handler adds what is kept only for people to read
+    (external code, addresses, who reviewed it, when)."""
+    return {
+        "_id": order.order_id,
+        "merchant_id": order.merchant_id,
+        "company_id": order.company_id,
+        "state": order.state,
+        "gross_cents": order.gross,
+        "reserved_cents": order.reserved,
+        "fingerprint": order.fingerprint,
+        "decline_reason": order.decline_reason,
+        "viban": order.viban,
+        "resolved_by": order.resolved_by,
+        "release_ids": list(order.release_ids),
+    }
+
+
+def order_from_doc(doc: Doc) -> RiskOrder:
+    return RiskOrder(
+        order_id=doc["_id"],
+        merchant_id=doc["merchant_id"],
+        company_id=doc.get("company_id"),
+        state=doc["state"],
+        gross=doc["gross_cents"],
+        reserved=doc.get("reserved_cents", 0),
+        fingerprint=doc["fingerprint"],
+        decline_reason=doc.get("decline_reason"),
+        viban=doc.get("viban"),
+        resolved_by=doc.get("resolved_by"),
+        release_ids=tuple(doc.get("release_ids", ())),
     )
 
 
@@ -106,7 +151,9 @@ class RiskView:
     session: AsyncClientSession
     db: AsyncDatabase[Doc]
     merchants: dict[str, Doc] = field(default_factory=dict)
-    orders: dict[str, Doc] = field(default_factory=dict)
+    orders: dict[str, RiskOrder] = field(default_factory=dict)
+    # Per changed order: readable fields beside the lifecycle's, written with it.
+    order_notes: dict[str, Doc] = field(default_factory=dict)
     companies: dict[str, Company] = field(default_factory=dict)
     exposure_read: dict[str, int] = field(default_factory=dict)
     exposure: dict[str, int] = field(default_factory=dict)
@@ -118,6 +165,7 @@ class RiskView:
     new_orders: set[str] = field(default_factory=set)
     dirty_companies: set[str] = field(default_factory=set)
     audit: list[Doc] = field(default_factory=list)
+    releases: list[Doc] = field(default_factory=list)
     # Order id -> who the debtor was found to be while preloading.
     identified: dict[str, Identification] = field(default_factory=dict)
     # Normalised registry keys -> company ids, so identifying a claim is a lookup.
@@ -137,7 +185,7 @@ class RiskView:
         ids = list(set(order_ids) - self.orders.keys())
         if ids:
             async for doc in self.db["orders"].find({"_id": {"$in": ids}}, session=self.session):
-                self.orders[doc["_id"]] = doc
+                self.orders[doc["_id"]] = order_from_doc(doc)
 
     async def load_candidates(
         self, registration_numbers: set[str], vat_ids: set[str], postal_codes: set[str]
@@ -192,8 +240,8 @@ class RiskView:
         by_postal = [self.companies[c] for c in self._by_postal.get(postal_code or "", ())]
         return [], by_postal
 
-    def exposure_of(self, company_id: str) -> Decimal:
-        return from_cents(self.exposure.get(company_id, 0))
+    def exposure_of(self, company_id: str | None) -> int:
+        return self.exposure.get(company_id, 0) if company_id else 0
 
     # -- changing -------------------------------------------------------------------------
 
@@ -229,19 +277,18 @@ class RiskView:
         if keys.postal_code:
             self._by_postal.setdefault(keys.postal_code, []).append(company_id)
 
-    def add_order(self, doc: Doc) -> None:
-        self.orders[doc["_id"]] = doc
-        self.new_orders.add(doc["_id"])
+    def put_order(self, order: RiskOrder, **notes: Any) -> None:
+        if order.order_id not in self.orders:
+            self.new_orders.add(order.order_id)
+        self.orders[order.order_id] = order
+        self.dirty_orders.add(order.order_id)
+        self.order_notes.setdefault(order.order_id, {}).update(notes)
 
-    def update_order(self, order_id: str, **changes: Any) -> None:
-        self.orders[order_id].update(changes)
-        self.dirty_orders.add(order_id)
+    def set_exposure(self, company_id: str, cents: int) -> None:
+        self.exposure[company_id] = cents
 
-    def reserve(self, company_id: str, amount: Decimal) -> None:
-        self.exposure[company_id] = self.exposure.get(company_id, 0) + cents(amount)
-
-    def release(self, company_id: str, amount: Decimal) -> None:
-        self.exposure[company_id] = max(0, self.exposure.get(company_id, 0) - cents(amount))
+    def record_release(self, doc: Doc) -> None:
+        self.releases.append(doc)
 
     def add_viban(self, merchant_id: str, company_id: str, iban: str) -> None:
         self.vibans[(merchant_id, company_id)] = iban
@@ -281,10 +328,15 @@ class RiskView:
                 ordered=False,
                 session=s,
             )
-        order_ops: list[Any] = [InsertOne(self.orders[o]) for o in self.new_orders]
-        order_ops += [
-            ReplaceOne({"_id": o}, self.orders[o]) for o in self.dirty_orders - self.new_orders
-        ]
+        order_ops: list[Any] = []
+        for order_id in sorted(self.dirty_orders):
+            doc = order_to_doc(self.orders[order_id]) | self.order_notes.get(order_id, {})
+            if order_id in self.new_orders:
+                order_ops.append(InsertOne(doc))
+            else:
+                # $set, not a replacement: the readable fields written at decision time stay.
+                del doc["_id"]
+                order_ops.append(UpdateOne({"_id": order_id}, {"$set": doc}))
         if order_ops:
             await self.db["orders"].bulk_write(order_ops, ordered=False, session=s)
         if self.audit:
@@ -298,6 +350,11 @@ class RiskView:
                 ordered=False,
                 session=s,
             )
+        if self.releases:
+            # The unique _id is the backstop: a release the lifecycle let through twice would
+            # hold the batch up (a duplicate key is retried, never skipped) rather than free
+            # the limit twice.
+            await self.db["releases"].insert_many(self.releases, ordered=False, session=s)
         await self._flush_exposure()
 
     async def _flush_exposure(self) -> None:

@@ -11,6 +11,13 @@ The money rules, in one place:
   each clawback instructs the difference between that and what was already clawed back;
 - the fee is kept in every case.
 
+Who owns an order's state: risk until the order is ``created`` (it decides, reviews and
+cancels a ``waiting`` order), shipping from then on. A cancel that arrives while shipping
+knows the order only as ``waiting`` is noted, not acted on: risk cancels the order if the
+cancel reaches it first; if risk approved it first, the noted cancel is applied here the
+moment the approval arrives (and refused if risk declined it). Shipping never publishes a
+state change for an order it has not seen as created.
+
 Every function works on a copy: a refused command changes nothing.
 """
 
@@ -131,11 +138,23 @@ class Order:
     invoices: list[Invoice] = field(default_factory=list)
     # How much of the approved gross no longer counts against the debtor's limit.
     released: int = 0
+    # Event ids of cancels that arrived while the order waited for risk's review.
+    pending_cancels: list[str] = field(default_factory=list)
+    # How much the merchant took off the approved gross ("Reduce amount"), and the event ids
+    # of those reductions: each applies once.
+    reduced: int = 0
+    reductions: list[str] = field(default_factory=list)
     version: int = 0
 
     @property
     def captured(self) -> int:
         return sum(i.amount.gross for i in self.invoices)
+
+    @property
+    def total(self) -> int:
+        """The order's total now: what captures are bounded by."""
+        assert self.approved_gross is not None
+        return self.approved_gross - self.reduced
 
     @property
     def ready(self) -> bool:
@@ -147,6 +166,8 @@ class Order:
         (``copy.deepcopy`` did the same for ~5% of a shipping batch's CPU.)"""
         twin = copy.copy(self)
         twin.invoices = [i.clone() for i in self.invoices]
+        twin.pending_cancels = list(self.pending_cancels)
+        twin.reductions = list(self.reductions)
         return twin
 
     def invoice(self, number: str) -> Invoice | None:
@@ -200,16 +221,6 @@ class ExposureReleased:
     reason: Literal["canceled", "credit_note", "settled"]
 
 
-Effect = (
-    InvoiceIssued
-    | InvoiceStateChanged
-    | OrderStateChanged
-    | PayoutInstructed
-    | ClawbackInstructed
-    | ExposureReleased
-)
-
-
 @dataclass(frozen=True)
 class Rejection:
     code: str  # a closed set: metric label and the start of the published reason
@@ -218,6 +229,25 @@ class Rejection:
     @property
     def reason(self) -> str:
         return f"{self.code}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class CancelRefused:
+    """A cancel noted while the order waited, refused once risk's decision arrived."""
+
+    command_id: str
+    rejection: Rejection
+
+
+Effect = (
+    CancelRefused
+    | InvoiceIssued
+    | InvoiceStateChanged
+    | OrderStateChanged
+    | PayoutInstructed
+    | ClawbackInstructed
+    | ExposureReleased
+)
 
 
 @dataclass(frozen=True)
@@ -283,14 +313,32 @@ def record_decision(
     viban: str | None,
     company_id: str | None,
 ) -> Result:
+    """Risk's decision, or a review's outcome for a waiting order. Decisions only move
+    forward (none -> any, waiting -> created/declined): the same decision replayed, even
+    after the inbox forgot it, changes nothing. Cancels noted while waiting are applied to
+    an approval and refused for a decline."""
+    if order.state not in {None, "waiting"} or state == order.state:
+        return Result(order)
     new = order.clone()
-    # A review turns waiting into created or declined; a decision never undoes shipping.
-    if new.state in {None, "waiting", "created", "declined"} and not new.invoices:
-        new.state = state
+    new.state = state
     new.decision, new.decline_reason = state, decline_reason
     new.viban = viban or new.viban
     new.company_id = company_id or new.company_id
-    return Result(new)
+    pending, new.pending_cancels = new.pending_cancels, []
+    if not pending or state == "waiting" or not new.ready:
+        new.pending_cancels = pending
+        return Result(new)
+    effects: list[Effect] = []
+    if state == "created":
+        canceled = cancel(new, command_id=pending[0])
+        assert canceled.changed, "a created order without captures can always be canceled"
+        new, effects = canceled.order, list(canceled.effects)
+        refusal = Rejection("order_canceled", "the order is already canceled")
+        effects += [CancelRefused(command_id, refusal) for command_id in pending[1:]]
+    else:
+        refusal = Rejection("order_declined", "cannot cancel an order that is declined")
+        effects += [CancelRefused(command_id, refusal) for command_id in pending]
+    return Result(new, tuple(effects))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -344,12 +392,13 @@ def capture(
     assert order.duration_days is not None
     if amount.gross <= 0:
         return _refuse(order, "empty_capture", "a capture must have a positive gross amount")
-    if order.captured + amount.gross > order.approved_gross:
+    if order.captured + amount.gross > order.total:
+        bound = "approved" if not order.reduced else "reduced total"
         return _refuse(
             order,
             "over_capture",
-            f"captured {_fmt(order.captured)} + {_fmt(amount.gross)} exceeds the approved "
-            f"{_fmt(order.approved_gross)}",
+            f"captured {_fmt(order.captured)} + {_fmt(amount.gross)} exceeds the {bound} "
+            f"{_fmt(order.total)}",
         )
     assert order.viban is not None
     assert order.merchant_id is not None
@@ -384,18 +433,26 @@ def capture(
         ),
         InvoiceStateChanged(invoice_number, "new", "paid_out"),
     ]
-    to: OrderState = "shipped" if new.captured == order.approved_gross else "partially_shipped"
+    to: OrderState = "shipped" if new.captured == order.total else "partially_shipped"
     if to != order.state:
         effects.append(OrderStateChanged(order.state, to))
         new.state = to
     return Result(new, tuple(effects))
 
 
-def cancel(order: Order) -> Result:
+def cancel(order: Order, *, command_id: str | None = None) -> Result:
     """Before any capture: free of charge. After: open invoices canceled, payouts clawed
-    back, fees kept. After hand-over to collection: refused."""
+    back, fees kept. After hand-over to collection: refused. While the order waits for
+    risk's review, only noted under ``command_id`` (the cancel's event id): risk owns it."""
     if (waiting := _unready(order)) is not None:
         return waiting
+    if order.state == "waiting":
+        assert command_id is not None, "a cancel of a waiting order is noted by its event id"
+        if command_id in order.pending_cancels:
+            return Result(order)
+        new = order.clone()
+        new.pending_cancels.append(command_id)
+        return Result(new)
     if order.state == "canceled":
         return _refuse(order, "order_canceled", "the order is already canceled")
     if order.state in {"declined", "complete"}:
@@ -469,6 +526,57 @@ def credit_note(
         previous = target.state
         target.state = "canceled"
         effects.append(InvoiceStateChanged(invoice_number, previous, "canceled"))
+        effects += _maybe_complete(new)
+    return Result(new, tuple(effects))
+
+
+def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_id: str) -> Result:
+    """The merchant lowers the order's total before it is fully shipped (``new_amount`` is
+    the new total). Allowed while created or partially shipped, to above zero, strictly
+    below the current total and no less than what is already captured. The difference no
+    longer counts against the debtor's limit (released once, under an id derived from the
+    reduction event); a partially shipped order whose captures now reach the total is
+    shipped."""
+    if (waiting := _unready(order)) is not None:
+        return waiting
+    if reduction_id in order.reductions:
+        return Result(order)  # this very reduction again
+    if order.state not in SHIPPABLE_STATES:
+        return _refuse(
+            order,
+            f"order_{order.state}",
+            f"cannot reduce the amount of an order that is {order.state}",
+        )
+    if currency != order.currency:
+        return _refuse(
+            order, "currency_mismatch", f"reduction in {currency}, order in {order.currency}"
+        )
+    total, gross = order.total, new_amount.gross
+    if gross <= 0:
+        return _refuse(
+            order, "reduction_to_zero", "the new total must be above 0.00; cancel the order instead"
+        )
+    if gross >= total:
+        return _refuse(
+            order,
+            "amount_not_reduced",
+            f"the new total {_fmt(gross)} is not below the current total {_fmt(total)}",
+        )
+    if gross < order.captured:
+        return _refuse(
+            order,
+            "reduction_below_captured",
+            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped",
+        )
+    new = order.clone()
+    new.reduced += total - gross
+    new.reductions.append(reduction_id)
+    # Risk has the ledger of releases, by id; the label is the closest of the three the
+    # internal event allows (a reduction cancels part of the order).
+    effects: list[Effect] = _release(new, total - gross, "canceled", f"reduce/{reduction_id}")
+    if new.state == "partially_shipped" and new.captured == new.total:
+        new.state = "shipped"
+        effects.append(OrderStateChanged("partially_shipped", "shipped"))
         effects += _maybe_complete(new)
     return Result(new, tuple(effects))
 

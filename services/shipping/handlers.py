@@ -28,6 +28,7 @@ _ORDER_EVENTS = (
     ev.OrderDecided,
     ev.OrderShipped,
     ev.OrderCanceled,
+    ev.OrderAmountReduced,
     ev.InvoiceCreditNoted,
     ev.InvoiceSettled,
     ev.DunningHandedOver,
@@ -43,10 +44,11 @@ _APPLY_ORDER = {
     topics.ORDERS_REQUESTED: 1,
     topics.ORDERS_DECIDED: 2,
     topics.ORDERS_SHIPPED: 3,
-    topics.INVOICES_CREDIT_NOTED: 4,
-    topics.DUNNING_HANDED_OVER: 5,
-    topics.INVOICES_SETTLED: 6,
-    topics.ORDERS_CANCELED: 7,
+    topics.ORDERS_AMOUNT_REDUCED: 4,
+    topics.INVOICES_CREDIT_NOTED: 5,
+    topics.DUNNING_HANDED_OVER: 6,
+    topics.INVOICES_SETTLED: 7,
+    topics.ORDERS_CANCELED: 8,
 }
 
 
@@ -145,6 +147,7 @@ class ShippingService:
         topics.ORDERS_DECIDED,
         topics.ORDERS_SHIPPED,
         topics.ORDERS_CANCELED,
+        topics.ORDERS_AMOUNT_REDUCED,
         topics.INVOICES_CREDIT_NOTED,
         topics.INVOICES_SETTLED,
         topics.DUNNING_HANDED_OVER,
@@ -177,7 +180,7 @@ class ShippingService:
             elif isinstance(data, ev.ClockTick):
                 await self._on_tick(view, batch, item, data)
             elif isinstance(data, _ORDER_EVENTS):
-                self._apply(view, batch, item, self._decide(view, data))
+                self._apply(view, batch, item, self._decide(view, data, item.event.id))
         await view.flush()
 
     async def _preload(self, view: ShippingView, items: list[Inbound]) -> None:
@@ -196,7 +199,7 @@ class ShippingService:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def _decide(self, view: ShippingView, data: ev.EventData) -> domain.Result:
+    def _decide(self, view: ShippingView, data: ev.EventData, item_id: str) -> domain.Result:
         assert isinstance(data, _ORDER_EVENTS)
         order = view.order(data.order_id)
         match data:
@@ -229,7 +232,14 @@ class ShippingService:
                     invoice_number_taken_by=owner,
                 )
             case ev.OrderCanceled():
-                return domain.cancel(order)
+                return domain.cancel(order, command_id=item_id)
+            case ev.OrderAmountReduced():
+                return domain.reduce_amount(
+                    order,
+                    new_amount=to_money3(data.amount),
+                    currency=data.currency,
+                    reduction_id=item_id,
+                )
             case ev.InvoiceCreditNoted():
                 return domain.credit_note(
                     order,
@@ -290,6 +300,19 @@ class ShippingService:
     ) -> None:
         currency = order.currency
         match effect:
+            case domain.CancelRefused(command_id=command_id, rejection=rejection):
+                # The refusal names the cancel it answers, though risk's decision caused it.
+                batch.emit(
+                    item,
+                    ev.CommandRejected(
+                        command_id=command_id,
+                        command_type=ev.OrderCanceled.EVENT_TYPE,
+                        order_id=order.order_id,
+                        reason=rejection.reason,
+                    ),
+                )
+                code = rejection.code
+                batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())
             case domain.InvoiceIssued(invoice=invoice):
                 assert order.merchant_id
                 assert order.viban

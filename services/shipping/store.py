@@ -93,6 +93,9 @@ def order_to_doc(order: Order) -> Doc:
         "state": order.state,
         "invoices": [invoice_to_doc(i) for i in order.invoices],
         "released_cents": order.released,
+        "pending_cancels": order.pending_cancels,
+        "reduced_cents": order.reduced,
+        "reductions": order.reductions,
         "version": order.version,
     }
     if due:
@@ -114,6 +117,9 @@ def order_from_doc(doc: Doc) -> Order:
         state=doc["state"],
         invoices=[invoice_from_doc(i) for i in doc["invoices"]],
         released=doc.get("released_cents", 0),
+        pending_cancels=list(doc.get("pending_cancels", [])),
+        reduced=doc.get("reduced_cents", 0),
+        reductions=list(doc.get("reductions", [])),
         version=doc["version"],
     )
 

@@ -62,7 +62,7 @@ def test_every_contract_topic_has_its_model() -> None:
     contract = set(topics.INPUT_TOPICS) | set(topics.OUTPUT_TOPICS)
     assert set(EVENT_TYPES_BY_TOPIC) == contract | set(topics.INTERNAL_TOPICS)
     assert not contract & set(topics.INTERNAL_TOPICS)  # internal topics never shadow public ones
-    assert len(INPUT_EVENTS) == len(topics.INPUT_TOPICS) == 12
+    assert len(INPUT_EVENTS) == len(topics.INPUT_TOPICS) == 13
     assert len(OUTPUT_EVENTS) == len(topics.OUTPUT_TOPICS) == 15
 
 

@@ -1,4 +1,4 @@
-"""The risk rules, one example per outcome, on the pure domain."""
+"""The risk rules, one example per outcome, on the pure domain (amounts in cents)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ from services.risk.domain import (
     DebtorClaim,
     MerchantPolicy,
     OrderToDecide,
+    RuleHit,
     decide,
     identify,
     normalize_registration_number,
     normalize_vat_id,
-    resolve_review,
     viban_from_sequence,
 )
 from services.risk.ruleset import CURRENT_RULESET as RULES
+from shared.money import cents
 
 BERLIN = Address("Friedrichstraße", "68", "10117", "Berlin", "DE")
 COMPANY = Company(
@@ -33,7 +34,7 @@ COMPANY = Company(
     address=BERLIN,
     insolvent=False,
     score=80,
-    financing_limit=Decimal("10000.00"),
+    financing_limit=1_000_000,
 )
 CLAIM = DebtorClaim("Müller Maschinenbau GmbH", "GmbH", "HRB 12345 B", None, BERLIN)
 SHOP = MerchantPolicy("m-1", manual_review=False)
@@ -43,7 +44,7 @@ REVIEWING = MerchantPolicy("m-1", manual_review=True)
 def order(
     gross: str = "1190.00", claim: DebtorClaim = CLAIM, billing: Address | None = None
 ) -> OrderToDecide:
-    return OrderToDecide("o-1", "m-1", Decimal(gross), claim, billing, None)
+    return OrderToDecide("o-1", "m-1", cents(Decimal(gross)), claim, billing, None)
 
 
 def run(
@@ -57,7 +58,12 @@ def run(
 ) -> tuple[str, str | None]:
     identification = identify(claim, [company], [company], RULES)
     decision = decide(
-        order(gross, claim, billing), merchant, identification, Decimal(exposure), known, RULES
+        order(gross, claim, billing),
+        merchant,
+        identification,
+        cents(Decimal(exposure)),
+        known,
+        RULES,
     )
     return decision.state, decision.decline_reason
 
@@ -72,13 +78,13 @@ def test_normalisation() -> None:
 
 def test_created() -> None:
     identification = identify(CLAIM, [COMPANY], [], RULES)
-    decision = decide(order(), SHOP, identification, Decimal("0.00"), False, RULES)
+    decision = decide(order(), SHOP, identification, 0, False, RULES)
     assert (decision.state, decision.decline_reason, decision.company_id) == (
         "created",
         None,
         "c-1",
     )
-    assert decision.reserve == Decimal("1190.00")
+    assert decision.reserve == 119_000
     assert decision.ruleset_version == RULES.version
     assert [h.rule for h in decision.rule_hits][:2] == ["identification", "debtor_consistency"]
 
@@ -129,10 +135,8 @@ def test_first_order_billing_address_rule() -> None:
     assert run(billing=elsewhere) == ("declined", "risk_policy")
     assert run(billing=elsewhere, known=True) == ("created", None)
     assert run(billing=BERLIN) == ("created", None)
-    delivery_elsewhere = OrderToDecide("o", "m-1", Decimal("10.00"), CLAIM, None, elsewhere)
-    d = decide(
-        delivery_elsewhere, SHOP, identify(CLAIM, [COMPANY], [], RULES), Decimal(0), False, RULES
-    )
+    delivery_elsewhere = OrderToDecide("o", "m-1", 1000, CLAIM, None, elsewhere)
+    d = decide(delivery_elsewhere, SHOP, identify(CLAIM, [COMPANY], [], RULES), 0, False, RULES)
     assert d.state == "created"
 
 
@@ -148,17 +152,12 @@ def test_manual_review_band() -> None:
     assert run(company=replace(COMPANY, score=45), merchant=SHOP) == ("created", None)
 
 
-def test_review_resolution() -> None:
-    approved = resolve_review("waiting", "approve", None)
-    assert (approved.state, approved.release, approved.refusal) == ("created", False, None)
-    declined = resolve_review("waiting", "decline", None)
-    assert (declined.state, declined.decline_reason, declined.release) == (
-        "declined",
-        "risk_policy",
-        True,
+def test_limit_rule_hit_reads_as_money() -> None:
+    identification = identify(CLAIM, [COMPANY], [], RULES)
+    decision = decide(order("1190.00"), SHOP, identification, 881_001, False, RULES)
+    assert decision.rule_hits[-1] == RuleHit(
+        "debtor_limit", "fail", "exposure 8810.01 + order 1190.00 > limit 10000.00"
     )
-    assert resolve_review("waiting", "decline", "debtor_address").decline_reason == "debtor_address"
-    assert resolve_review("created", "approve", None).refusal is not None
 
 
 def test_viban() -> None:

@@ -1,9 +1,9 @@
-"""Properties of the decision function over generated companies, orders and exposures."""
+"""Properties of the decision function over generated companies, orders and exposures
+(amounts in cents)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,14 +20,14 @@ from services.risk.ruleset import CURRENT_RULESET as RULES
 from shared.events import DECLINE_REASONS
 from tests.unit.test_risk_domain import CLAIM, COMPANY
 
-money = st.integers(min_value=1, max_value=10**8).map(lambda c: Decimal(c) / 100)
+money = st.integers(min_value=1, max_value=10**8)
 scores = st.none() | st.integers(min_value=0, max_value=100)
 
 
 @st.composite
 def situations(
     draw: st.DrawFn,
-) -> tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool]:
+) -> tuple[OrderToDecide, MerchantPolicy, Identification, int, bool]:
     company = replace(
         COMPANY,
         score=draw(scores),
@@ -56,7 +56,7 @@ def situations(
 
 @given(situations())
 def test_decisions_are_deterministic_and_well_formed(
-    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool],
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, int, bool],
 ) -> None:
     first = decide(*s, RULES)
     assert first == decide(*s, RULES)
@@ -71,7 +71,7 @@ def test_decisions_are_deterministic_and_well_formed(
 
 @given(situations())
 def test_never_approves_beyond_the_limit(
-    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool],
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, int, bool],
 ) -> None:
     order, _, identification, exposure, _ = s
     decision = decide(*s, RULES)
@@ -82,7 +82,7 @@ def test_never_approves_beyond_the_limit(
 
 @given(situations(), st.integers(min_value=1, max_value=100))
 def test_a_lower_score_never_turns_a_decline_into_an_approval(
-    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool], drop: int
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, int, bool], drop: int
 ) -> None:
     order, merchant, identification, exposure, known = s
     company = identification.company
@@ -97,7 +97,7 @@ def test_a_lower_score_never_turns_a_decline_into_an_approval(
 
 @given(situations(), money)
 def test_more_exposure_never_turns_a_limit_decline_into_an_approval(
-    s: tuple[OrderToDecide, MerchantPolicy, Identification, Decimal, bool], extra: Decimal
+    s: tuple[OrderToDecide, MerchantPolicy, Identification, int, bool], extra: int
 ) -> None:
     order, merchant, identification, exposure, known = s
     before = decide(*s, RULES)

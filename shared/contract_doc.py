@@ -60,6 +60,7 @@ EVENTS_MD_FIELDS: dict[str, tuple[str, ...]] = {
     "order.reviewed.v1": ("order_id", "outcome", "decline_reason", "reviewer"),
     "order.shipped.v1": ("order_id", "invoice_number", "amount", "shipped_at", "invoice_url"),
     "order.canceled.v1": ("order_id", "reason"),
+    "order.amount_reduced.v1": ("order_id", "amount"),
     "invoice.credit_noted.v1": ("order_id", "invoice_number", "credit_note_number", "amount"),
     "bank.transaction.received.v1": (
         "transaction_id",

@@ -261,6 +261,19 @@ class OrderCanceled(EventData):
     reason: Text | None = None
 
 
+class OrderAmountReduced(EventData):
+    """Lower the total of an order that is not fully shipped: ``amount`` is the order's new
+    total (the merchant's "Reduce amount" before shipment)."""
+
+    EVENT_TYPE = "order.amount_reduced.v1"
+    TOPIC = topics.ORDERS_AMOUNT_REDUCED
+    KEY_FIELD = "order_id"
+
+    order_id: Identifier
+    amount: Amount
+    currency: Currency = "EUR"
+
+
 class InvoiceCreditNoted(EventData):
     EVENT_TYPE = "invoice.credit_noted.v1"
     TOPIC = topics.INVOICES_CREDIT_NOTED
@@ -542,7 +555,7 @@ class EinvoiceStatusChanged(EventData):
 
 class ExposureReleased(EventData):
     """Internal, shipping -> risk: part of an approved order no longer counts against the
-    debtor's financing limit (canceled, credited or settled)."""
+    debtor's financing limit (canceled, credited, settled or reduced before shipment)."""
 
     EVENT_TYPE = "exposure.released.v1"
     TOPIC = topics.EXPOSURE_RELEASED
@@ -552,7 +565,7 @@ class ExposureReleased(EventData):
     order_id: Identifier
     debtor_company_id: IdentifierOrEmpty | None
     amount: Money
-    reason: Literal["canceled", "credit_note", "settled"]
+    reason: Literal["canceled", "credit_note", "settled", "amount_reduced"]
     currency: Currency = "EUR"
 
 
@@ -563,6 +576,7 @@ INPUT_EVENTS: tuple[type[EventData], ...] = (
     OrderReviewed,
     OrderShipped,
     OrderCanceled,
+    OrderAmountReduced,
     InvoiceCreditNoted,
     BankTransactionReceived,
     PaymentReported,
@@ -593,28 +607,3 @@ MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENT
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}
 for _model in _ALL_EVENTS:
     EVENT_TYPES_BY_TOPIC.setdefault(_model.TOPIC, {})[_model.EVENT_TYPE] = _model
-
-
-# -- added with issue 16 (reduce an order's amount); kept at the end so that it merges with
-# other changes to this file as one block ------------------------------------------------
-
-
-class OrderAmountReduced(EventData):
-    """Lower the total of an order that is not fully shipped: ``amount`` is the order's new
-    total (the merchant's "Reduce amount" before shipment)."""
-
-    EVENT_TYPE = "order.amount_reduced.v1"
-    TOPIC = topics.ORDERS_AMOUNT_REDUCED
-    KEY_FIELD = "order_id"
-
-    order_id: NonEmpty
-    amount: Amount
-    currency: Currency = "EUR"
-
-
-INPUT_EVENTS = (*INPUT_EVENTS, OrderAmountReduced)
-_ALL_EVENTS = (*_ALL_EVENTS, OrderAmountReduced)
-MODEL_BY_TYPE[OrderAmountReduced.EVENT_TYPE] = OrderAmountReduced
-EVENT_TYPES_BY_TOPIC.setdefault(OrderAmountReduced.TOPIC, {})[OrderAmountReduced.EVENT_TYPE] = (
-    OrderAmountReduced
-)

@@ -402,7 +402,7 @@ def _fmt(amount: int) -> str:
 # -- the order lifecycle risk owns --------------------------------------------------------
 
 SUPPORTED_CURRENCY = "EUR"
-ReleaseReason = Literal["canceled", "credit_note", "settled", "review_declined"]
+ReleaseReason = Literal["canceled", "credit_note", "settled", "amount_reduced", "review_declined"]
 
 
 @dataclass(frozen=True)

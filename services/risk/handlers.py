@@ -56,7 +56,7 @@ class RiskMetrics:
             self.decisions.labels(state, "none")
         for decline_reason in ev.DECLINE_REASONS:
             self.decisions.labels("declined", decline_reason)
-        for cause in ("canceled", "credit_note", "settled"):
+        for cause in ("canceled", "credit_note", "settled", "amount_reduced"):
             self.released.labels(cause)
         for code in ("merchant_not_configured", "unsupported_currency", "unknown_order"):
             self.rejections.labels(code)

@@ -218,7 +218,7 @@ class ClawbackInstructed:
 class ExposureReleased:
     release_id: str
     amount: int
-    reason: Literal["canceled", "credit_note", "settled"]
+    reason: Literal["canceled", "credit_note", "settled", "amount_reduced"]
 
 
 @dataclass(frozen=True)
@@ -571,9 +571,8 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
     new = order.clone()
     new.reduced += total - gross
     new.reductions.append(reduction_id)
-    # Risk has the ledger of releases, by id; the label is the closest of the three the
-    # internal event allows (a reduction cancels part of the order).
-    effects: list[Effect] = _release(new, total - gross, "canceled", f"reduce/{reduction_id}")
+    # Risk has the ledger of releases, by id.
+    effects: list[Effect] = _release(new, total - gross, "amount_reduced", f"reduce/{reduction_id}")
     if new.state == "partially_shipped" and new.captured == new.total:
         new.state = "shipped"
         effects.append(OrderStateChanged("partially_shipped", "shipped"))
@@ -582,7 +581,10 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
 
 
 def _release(
-    order: Order, amount: int, reason: Literal["canceled", "credit_note", "settled"], cause: str
+    order: Order,
+    amount: int,
+    reason: Literal["canceled", "credit_note", "settled", "amount_reduced"],
+    cause: str,
 ) -> list[Effect]:
     """Exposure the risk service may give back: never more than is still reserved."""
     assert order.approved_gross is not None

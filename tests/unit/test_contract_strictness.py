@@ -46,6 +46,10 @@ VALID: dict[str, dict[str, Any]] = {
     "order.reviewed.v1": _json(ex.review("o-1")),
     "order.shipped.v1": _json(ex.shipment("o-1", "INV-1", gross="119.00")),
     "order.canceled.v1": _json(ex.cancellation("o-1")),
+    "order.amount_reduced.v1": {
+        "order_id": "o-1",
+        "amount": {"gross": "59.50", "net": "50.00", "tax": "9.50"},
+    },
     "invoice.credit_noted.v1": _json(ex.credit_note("o-1", "INV-1", "CN-1", gross="11.90")),
     "bank.transaction.received.v1": {
         "transaction_id": "tx-1",
@@ -93,6 +97,7 @@ MONEY: dict[str, list[str]] = {
     "company.registered.v1": ["data.financing_limit"],
     "order.requested.v1": [*_AMOUNT, "data.line_items.0.unit_price_net"],
     "order.shipped.v1": _AMOUNT,
+    "order.amount_reduced.v1": _AMOUNT,
     "invoice.credit_noted.v1": _AMOUNT,
     "bank.transaction.received.v1": ["data.amount"],
     "payment.reported.v1": ["data.amount"],
@@ -443,6 +448,7 @@ BOUNDED: list[tuple[str, str, int]] = [
     ("order.reviewed.v1", "data.reviewer", 128),
     ("order.shipped.v1", "data.invoice_number", 128),
     ("order.canceled.v1", "data.reason", 2000),
+    ("order.amount_reduced.v1", "data.order_id", 128),
     ("invoice.credit_noted.v1", "data.credit_note_number", 128),
     ("bank.transaction.received.v1", "data.transaction_id", 128),
     ("bank.transaction.received.v1", "data.creditor_iban", 34),

@@ -174,10 +174,22 @@ class RiskService:
         await view.load_merchants(r.merchant_id for r in requests)
         await view.load_orders([r.order_id for r in requests] + others)
         keys = [domain.registry_keys(to_domain_claim(r.debtor)) for r in requests]
+        # Identification by a registry id never falls back to the postal code, so companies
+        # sharing a postal code are loaded only for the claims no id identifies (a popular
+        # postal code holds thousands of companies: docs/benchmarks.md, 2026-12-01).
         await view.load_candidates(
             {k.registration_number for k in keys if k.registration_number},
             {k.vat_id for k in keys if k.vat_id},
-            {k.postal_code for k in keys if k.postal_code},
+            set(),
+        )
+        await view.load_candidates(
+            set(),
+            set(),
+            {
+                k.postal_code
+                for k in keys
+                if k.postal_code and not view.candidates(k.registration_number, k.vat_id, None)[0]
+            },
         )
         pairs = set()
         for request in requests:

@@ -291,3 +291,36 @@ async def test_order_from_unconfigured_merchant_waits_then_is_rejected(
 
 def _ids(events: list[CloudEvent[EventData]]) -> list[str]:
     return [e.id for e in events]
+
+
+async def test_one_batch_identifies_by_id_and_by_name_and_postal_code_together(
+    bus: Bus, run_worker: Any
+) -> None:
+    """Two orders decided in one batch (both queued before the worker starts): one names its
+    debtor by registration number, the other only by name and postal code, and both debtors
+    share that postal code. The first is identified by its id, the second by name: companies
+    of a postal code are still loaded for the claim no id identifies."""
+    await bus.send(ex.merchant("m-1"))
+    by_id = ex.company("c-by-id", address=ex.address(postal_code="10115", city="Berlin"))
+    by_name = ex.company(
+        "c-by-name",
+        name="Bäckerei Sonnenschein GmbH",
+        registration_number="HRB 99",
+        vat_id=ex.VAT_IDS[5],
+        address=ex.address(postal_code="10115", city="Berlin"),
+    )
+    await bus.send(by_id)
+    await bus.send(by_name)
+    await bus.send(ex.order("o-id", debtor=ex.debtor_of(by_id)))
+    await bus.send(
+        ex.order(
+            "o-name",
+            debtor=ex.debtor_of(by_name, registration_number=None, vat_id=None),
+        )
+    )
+    await start_risk(run_worker)
+    decided = await decisions(bus, 2)
+    assert decided["o-id"].debtor_company_id == "c-by-id"
+    assert decided["o-id"].state == "created"
+    assert decided["o-name"].debtor_company_id == "c-by-name"
+    assert decided["o-name"].state == "created"

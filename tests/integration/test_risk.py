@@ -296,11 +296,11 @@ def _ids(events: list[CloudEvent[EventData]]) -> list[str]:
 async def test_one_batch_identifies_by_id_and_by_name_and_postal_code_together(
     bus: Bus, run_worker: Any
 ) -> None:
-    """Two orders decided in one batch (both queued before the worker starts): one names its
-    debtor by registration number, the other only by name and postal code, and both debtors
-    share that postal code. The first is identified by its id, the second by name: companies
-    of a postal code are still loaded for the claim no id identifies."""
-    await bus.send(ex.merchant("m-1"))
+    """Two debtors share a postal code and are known from an earlier batch (a first worker
+    decides a warm-up order, then stops). Two orders then reach a second worker in one batch:
+    one names its debtor by registration number, the other only by name and postal code. The
+    first is identified by its id, the second by name: the companies of a postal code are
+    still loaded for the claim no id identifies."""
     by_id = ex.company("c-by-id", address=ex.address(postal_code="10115", city="Berlin"))
     by_name = ex.company(
         "c-by-name",
@@ -309,17 +309,22 @@ async def test_one_batch_identifies_by_id_and_by_name_and_postal_code_together(
         vat_id=ex.VAT_IDS[5],
         address=ex.address(postal_code="10115", city="Berlin"),
     )
-    await bus.send(by_id)
-    await bus.send(by_name)
+    first = await start_risk(run_worker)
+    for data in (
+        ex.merchant("m-1"),
+        by_id,
+        by_name,
+        ex.order("o-warm", debtor=ex.debtor_of(by_id)),
+    ):
+        await bus.send(data)
+    await decisions(bus, 1)
+    await first.stop()
     await bus.send(ex.order("o-id", debtor=ex.debtor_of(by_id)))
     await bus.send(
-        ex.order(
-            "o-name",
-            debtor=ex.debtor_of(by_name, registration_number=None, vat_id=None),
-        )
+        ex.order("o-name", debtor=ex.debtor_of(by_name, registration_number=None, vat_id=None))
     )
     await start_risk(run_worker)
-    decided = await decisions(bus, 2)
+    decided = await decisions(bus, 3)
     assert decided["o-id"].debtor_company_id == "c-by-id"
     assert decided["o-id"].state == "created"
     assert decided["o-name"].debtor_company_id == "c-by-name"

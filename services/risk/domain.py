@@ -402,6 +402,17 @@ def _fmt(amount: int) -> str:
 # -- the order lifecycle risk owns --------------------------------------------------------
 
 SUPPORTED_CURRENCY = "EUR"
+# Every code a risk rejection can carry (the metric's closed label set, exported at 0 at start).
+REJECTION_CODES = (
+    "merchant_not_configured",
+    "unsupported_currency",
+    "unknown_order",
+    "order_id_reused",
+    "order_canceled",
+    "order_created",
+    "order_declined",
+)
+
 ReleaseReason = Literal["canceled", "credit_note", "settled", "amount_reduced", "review_declined"]
 
 

@@ -58,7 +58,7 @@ class RiskMetrics:
             self.decisions.labels("declined", decline_reason)
         for cause in ("canceled", "credit_note", "settled", "amount_reduced"):
             self.released.labels(cause)
-        for code in ("merchant_not_configured", "unsupported_currency", "unknown_order"):
+        for code in domain.REJECTION_CODES:
             self.rejections.labels(code)
 
 

@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
@@ -95,7 +96,12 @@ class BillitRetryableError(BillitError):
 
 
 class BillitUnavailable(BillitRetryableError):
-    """Billit kept answering 429/5xx or could not be reached within the retry budget."""
+    """Billit kept answering 429/5xx or could not be reached within the retry budget, or
+    asked (Retry-After) for a longer pause than the client waits in-line: ``retry_after``."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BillitOutcomeUnknown(BillitRetryableError):
@@ -263,7 +269,14 @@ PaymentMethod = Literal[
 ]
 
 
+BILLIT_ZONE = ZoneInfo("Europe/Brussels")
+
+
 def _billit_datetime(value: datetime) -> str:
+    """Billit's date-times carry no zone and are read as Brussels time: an aware value is
+    converted first, a naive one is taken as already local."""
+    if value.tzinfo is not None:
+        value = value.astimezone(BILLIT_ZONE)
     return value.replace(tzinfo=None).isoformat(timespec="seconds")
 
 
@@ -521,6 +534,23 @@ class BillitClient:
             attempt, config.backoff_base_seconds, config.backoff_max_seconds, self._draw
         )
 
+    def _headers(
+        self, idempotency_key: str | None, extra: dict[str, str] | None, has_body: bool
+    ) -> dict[str, str]:
+        headers = {"ApiKey": self._config.api_key.get_secret_value(), **(extra or {})}
+        if idempotency_key is not None:
+            if not _KEY.fullmatch(idempotency_key):
+                raise ValueError("an idempotency key must be 1-64 letters or digits")
+            headers.update(dict.fromkeys(IDEMPOTENCY_HEADERS, idempotency_key))
+        if has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    async def _pause(self, attempt: int, wait: float | None = None) -> None:
+        """Waits before the next attempt; not after the last one, which raises instead."""
+        if attempt + 1 < self._config.max_attempts:
+            await self._sleep(self._backoff(attempt) if wait is None else wait)
+
     async def _call(
         self,
         method: str,
@@ -535,19 +565,11 @@ class BillitClient:
     ) -> httpx.Response:
         """Sends one call, retrying what is safe to retry. ``repeatable=False``: after the
         request may have reached Billit (lost answer, 5xx), raise instead of sending it again."""
-        headers = {"ApiKey": self._config.api_key.get_secret_value(), **(extra_headers or {})}
-        if idempotency_key is not None:
-            if not _KEY.fullmatch(idempotency_key):
-                raise ValueError("an idempotency key must be 1-64 letters or digits")
-            headers.update(dict.fromkeys(IDEMPOTENCY_HEADERS, idempotency_key))
         content = None if body is None else exact_json.dumps(body)
-        if content is not None:
-            headers["Content-Type"] = "application/json"
+        headers = self._headers(idempotency_key, extra_headers, content is not None)
         config = self._config
         last_problem = "no attempt made"
         for attempt in range(config.max_attempts):
-            if attempt:
-                log.debug("billit.retry", operation=operation, attempt=attempt)
             try:
                 async with self._pacer:
                     response = await self._http.request(
@@ -555,49 +577,58 @@ class BillitClient:
                     )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # The request never left: always safe to send again.
-                last_problem = f"{type(error).__name__}"
+                last_problem = type(error).__name__
                 log.warning("billit.unreachable", operation=operation, error=last_problem)
-                await self._sleep(self._backoff(attempt))
+                await self._pause(attempt)
                 continue
             except httpx.TransportError as error:
-                last_problem = f"{type(error).__name__}"
+                last_problem = type(error).__name__
                 log.warning("billit.answer_lost", operation=operation, error=last_problem)
                 if not repeatable:
                     raise BillitOutcomeUnknown(
                         f"{operation}: the answer was lost ({last_problem})"
                     ) from error
-                await self._sleep(self._backoff(attempt))
+                await self._pause(attempt)
                 continue
             status = response.status_code
             log.debug("billit.answer", operation=operation, status=status, attempt=attempt)
             if 200 <= status < 300:
                 return response
-            if status == 429 or status >= 500:
-                last_problem = f"HTTP {status}"
-                log.warning("billit.transient", operation=operation, status=status)
-                if status >= 500 and not repeatable:
-                    raise BillitOutcomeUnknown(f"{operation}: Billit answered {status}")
-                wait = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
-                if wait is None:
-                    wait = self._backoff(attempt)
-                if attempt + 1 < config.max_attempts:
-                    await self._sleep(min(wait, config.backoff_max_seconds))
-                continue
-            errors = _error_items(response)
-            if status in {401, 403, 404}:
-                raise BillitConfigurationError(
-                    f"{operation}: Billit answered {status} for PartyID {config.party_id} "
-                    f"(check the API key, PartyID and base URL): "
-                    + "; ".join(f"{e.code}: {e.description}" for e in errors)
+            if status != 429 and status < 500:
+                raise _refusal(operation, response, config.party_id, idempotency_key)
+            last_problem = f"HTTP {status}"
+            log.warning("billit.transient", operation=operation, status=status)
+            if status >= 500 and not repeatable:
+                raise BillitOutcomeUnknown(f"{operation}: Billit answered {status}")
+            wait = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
+            if wait is not None and wait > config.backoff_max_seconds:
+                # Longer than we wait in-line: hand the time back to the caller's scheduler.
+                raise BillitUnavailable(
+                    f"{operation}: Billit asked to retry after {wait:.0f} s", retry_after=wait
                 )
-            if status == 409:
-                raise BillitIdempotencyConflict(
-                    f"{operation}: idempotency key {idempotency_key} was already used"
-                )
-            raise BillitBusinessError(status, errors)
+            await self._pause(attempt, wait)
         raise BillitUnavailable(
             f"{operation}: gave up after {config.max_attempts} attempts ({last_problem})"
         )
+
+
+def _refusal(
+    operation: str, response: httpx.Response, party_id: str, idempotency_key: str | None
+) -> BillitError:
+    """The error for a 4xx other than 429: what went wrong and whose move it is."""
+    status = response.status_code
+    errors = _error_items(response)
+    if status in {401, 403, 404}:
+        return BillitConfigurationError(
+            f"{operation}: Billit answered {status} for PartyID {party_id} "
+            "(check the API key, PartyID and base URL): "
+            + "; ".join(f"{e.code}: {e.description}" for e in errors)
+        )
+    if status == 409:
+        return BillitIdempotencyConflict(
+            f"{operation}: idempotency key {idempotency_key} was already used"
+        )
+    return BillitBusinessError(status, errors)
 
 
 class _OrderPage(_Model):

@@ -9,7 +9,6 @@ Import both fixtures into a test module to use them.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 import sys
@@ -98,7 +97,11 @@ class SimAdmin:
         return now
 
     async def fault(self, **fault: Any) -> None:
-        await self._post("/_sim/faults", fault)
+        """Arms one fault (see docs/billit-simulator.md); float options are sent as decimals."""
+        await self._post(
+            "/_sim/faults",
+            {k: Decimal(str(v)) if isinstance(v, float) else v for k, v in fault.items()},
+        )
 
     async def participant(self, identifier: str, **spec: Any) -> None:
         await self._post("/_sim/participants", {"Identifier": identifier, **spec})
@@ -154,12 +157,3 @@ def client_for(sim: SimAdmin, **overrides: Any) -> BillitClient:
         **overrides,
     }
     return BillitClient(BillitConfig(**settings))
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    """Polls an async predicate until it holds (for things the server does on its own time)."""
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)

@@ -434,10 +434,17 @@ class BillitClient:
             raise BillitMalformedResponse(f"create_order answered {order_id!r}, not an OrderID")
         return order_id
 
-    async def find_orders(self, external_provider_id: str) -> list[BillitOrder]:
-        """Our orders whose ExternalProviderID is exactly this one (all pages)."""
+    async def find_orders(
+        self, external_provider_id: str, *, page_size: int = 120
+    ) -> list[BillitOrder]:
+        """Our orders whose ExternalProviderID is exactly this one, over all pages (Billit's
+        OData pages hold at most 120). A next-page link to another host is refused: the API
+        key is never sent anywhere but the configured base URL."""
         quoted = external_provider_id.replace("'", "''")
-        params: dict[str, str] | None = {"$filter": f"ExternalProviderID eq '{quoted}'"}
+        params: dict[str, str] | None = {
+            "$filter": f"ExternalProviderID eq '{quoted}'",
+            "$top": str(page_size),
+        }
         url = "/v1/orders"
         found: list[BillitOrder] = []
         while True:
@@ -446,6 +453,9 @@ class BillitClient:
             found.extend(o for o in page.items if o.external_provider_id == external_provider_id)
             if not page.next_page_link:
                 return found
+            link = httpx.URL(page.next_page_link)
+            if link.is_absolute_url and link.host != self._http.base_url.host:
+                raise BillitMalformedResponse(f"next page link points to another host: {link.host}")
             url, params = page.next_page_link, None
 
     async def create_or_find_order(self, order: NewOrder, *, idempotency_key: str) -> CreateOutcome:

@@ -771,8 +771,9 @@ def _structured_reference(order_id: int) -> str:
 # OData $filter, the part Billit's order list needs here
 
 _CLAUSE = re.compile(
-    r"^\s*(?P<field>\w+)\s+(?P<op>eq|ge|gt|le|lt)\s+"
-    r"(?:'(?P<single>[^']*)'|\"(?P<double>[^\"]*)\"|(?P<bare>true|false))\s*$",
+    r"\s*(?P<field>\w+)\s+(?P<op>eq|ge|gt|le|lt)\s+"
+    r"(?:'(?P<single>(?:[^']|'')*)'|\"(?P<double>[^\"]*)\"|(?P<bare>true|false))\s*"
+    r"(?P<tail>$|and\s+)",
     re.IGNORECASE,
 )
 FILTERABLE = {"ExternalProviderID", "OrderNumber", "IsSent", "LastModified"}
@@ -789,10 +790,14 @@ def _parse_filter(text: str | None) -> list[Clause]:
     if not text:
         return []
     clauses = []
-    for part in re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE):
-        match = _CLAUSE.match(part)
+    position = 0
+    while position < len(text):  # clause by clause, so " and " inside a quoted value is data
+        match = _CLAUSE.match(text, position)
         if match is None:
-            raise bad_request(f"Cannot parse $filter clause {part!r}.", code="InvalidFilter")
+            raise bad_request(f"Cannot parse $filter at {text[position:]!r}.", code="InvalidFilter")
+        position = match.end()
+        if match["tail"] and position == len(text):
+            raise bad_request("$filter ends with and.", code="InvalidFilter")
         name = match["field"]
         if name not in FILTERABLE:
             raise bad_request(f"Cannot filter on {name}.", code="InvalidFilter")
@@ -800,6 +805,8 @@ def _parse_filter(text: str | None) -> list[Clause]:
         if op != "eq" and name != "LastModified":
             raise bad_request(f"Only eq is supported on {name}.", code="InvalidFilter")
         value = next(v for v in (match["single"], match["double"], match["bare"]) if v is not None)
+        if match["single"] is not None:
+            value = value.replace("''", "'")  # OData doubles a quote inside a quoted string
         clauses.append(Clause(name, op, value))
     return clauses
 

@@ -355,3 +355,51 @@ async def test_malformed_json_and_unknown_status_are_retryable(billit_sim: SimAd
             await client.get_order(order_id)
         assert unknown.value.retryable and "DocumentDeliveryStatus" in str(unknown.value)
         assert (await client.get_order(order_id)).order_id == order_id  # next poll is fine
+
+
+async def test_lost_send_answer_is_not_a_second_send(billit_sim: SimAdmin) -> None:
+    """Billit sends the document and the answer is lost. The client sends again with the same
+    idempotency key, Billit answers 409 (the key's send succeeded), and the client reports the
+    order as already sent: one Peppol send, not two."""
+    async with client_for(billit_sim) as client:
+        order_id = await client.create_order(invoice("INV-19"), idempotency_key="c19")
+        await billit_sim.fault(endpoint="send_orders", kind="lost_response")
+        assert not await client.send_orders([order_id], idempotency_key="s19")
+        assert (await client.get_order(order_id)).is_sent
+    counters = await billit_sim.counters()
+    assert counters["calls"]["send_orders"] == {"lost": 1, "409": 1}
+    assert counters["sends_by_order"] == {str(order_id): 1}
+
+
+async def test_find_orders_reads_every_page_and_quotes_the_id(billit_sim: SimAdmin) -> None:
+    """Three orders carry one ExternalProviderID with a quote in it, a fourth another id:
+    looking up with pages of two reads both pages (two list calls) and returns exactly the
+    three, in Billit's order."""
+    tricky = "inv-O'Brien and co"
+    async with client_for(billit_sim) as client:
+        ids = [
+            await client.create_order(
+                invoice(f"INV-2{n}").model_copy(update={"external_provider_id": tricky}),
+                idempotency_key=f"c2{n}",
+            )
+            for n in range(3)
+        ]
+        await client.create_order(invoice("INV-29"), idempotency_key="c29")
+        found = await client.find_orders(tricky, page_size=2)
+    assert [order.order_id for order in found] == ids
+    assert (await billit_sim.counters())["calls"]["list_orders"] == {"200": 2}
+
+
+async def test_simulator_checks_api_key_and_party_headers(billit_sim: SimAdmin) -> None:
+    """The simulator accepts the key as ApiKey or as a Bearer token, and answers 401 with
+    errors[] when the key is wrong or the PartyID header is missing."""
+    http = billit_sim._http
+    path = "/v1/peppol/participantInformation/BE0563846944"
+    bearer = await http.get(
+        path, headers={"Authorization": "Bearer sim-api-key", "PartyID": "1001"}
+    )
+    assert bearer.status_code == 200 and bearer.json()["Registered"] is True
+    no_party = await http.get(path, headers={"ApiKey": "sim-api-key"})
+    assert no_party.status_code == 401
+    wrong = await http.get(path, headers={"ApiKey": "nope", "PartyID": "1001"})
+    assert wrong.status_code == 401 and wrong.json()["errors"][0]["Code"] == "Unauthorized"

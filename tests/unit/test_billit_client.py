@@ -36,6 +36,7 @@ from services.einvoice_status.billit import (
     idempotency_key,
     retry_after_seconds,
 )
+from services.einvoice_status.simulator.__main__ import build_state, parse_args
 from services.einvoice_status.simulator.state import BillitFailure, Script
 from tests import billit_sandbox
 from tests.billit_sandbox import API_KEY, SimAdmin, client_for
@@ -303,3 +304,32 @@ async def test_bad_idempotency_key_is_refused_before_any_call(billit_sim: SimAdm
         with pytest.raises(ValueError, match="idempotency key"):
             await client.send_orders([1], idempotency_key="inv-1/send")
     assert "send_orders" not in (await billit_sim.counters())["calls"]
+
+
+def test_startup_options_set_keys_bank_accounts_and_faults() -> None:
+    """The command line configures who may call (key → PartyIDs), the party's bank list (an
+    IBAN outside it falls back to the default, as in MyBillit) and faults armed from the start."""
+    args = parse_args(
+        [
+            "--api-key=k1=11,12",
+            "--bank-account=11=BE68539007547034",
+            '--fault={"endpoint": "create_order", "kind": "status", "status": 503, "count": 2}',
+        ]
+    )
+    state = build_state(args)
+    assert state.authenticate("k1", "12") == "12"
+    with pytest.raises(BillitFailure) as refused:
+        state.authenticate("k1", "13")
+    assert refused.value.status == 401
+    assert [
+        (f["endpoint"], f["status"], f["remaining"]) for f in state.counters()["faults_pending"]
+    ] == [("create_order", 503, 2)]
+    order_id = state.create_order(
+        "11",
+        exact_json.loads(
+            b'{"OrderType":"Invoice","OrderDirection":"Income","OrderNumber":"1",'
+            b'"OrderDate":"2026-06-01","IBAN":"BE00NOTINTHELIST","Customer":{"Name":"B"},'
+            b'"OrderLines":[{"Quantity":1,"UnitPriceExcl":10,"VATPercentage":21}]}'
+        ),
+    )
+    assert state.get_order("11", order_id)["IBAN"] == "BE68539007547034"

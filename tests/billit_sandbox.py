@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -37,11 +37,12 @@ def _free_port() -> int:
         return port
 
 
-def _start(port: int) -> subprocess.Popen[bytes]:
+def _start(port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    # Output goes to a file, not a pipe: a pipe nobody reads would fill up and stall the server.
     return subprocess.Popen(
         [sys.executable, "-m", "services.einvoice_status.simulator", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -58,17 +59,19 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> 
 
 
 @pytest.fixture(scope="module")
-def billit_sim_url() -> Iterator[str]:
-    for _ in range(3):  # the free port may be taken between probing and binding: try another
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = _start(port)
-        if _wait_ready(process, url, time.monotonic() + 30):
-            break
-        process.kill()
-        process.wait()
-    else:
-        raise RuntimeError("the Billit simulator did not start")
+def billit_sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log_path = tmp_path_factory.mktemp("billit-sim") / "simulator.log"
+    with log_path.open("wb") as log:
+        for _ in range(3):  # the free port may be taken between probing and binding: try another
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            process = _start(port, log)
+            if _wait_ready(process, url, time.monotonic() + 30):
+                break
+            process.kill()
+            process.wait()
+        else:
+            raise RuntimeError(f"the Billit simulator did not start:\n{log_path.read_text()}")
     yield url
     process.terminate()
     try:

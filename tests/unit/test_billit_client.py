@@ -333,3 +333,26 @@ def test_startup_options_set_keys_bank_accounts_and_faults() -> None:
         ),
     )
     assert state.get_order("11", order_id)["IBAN"] == "BE68539007547034"
+
+
+def test_simulator_filters_on_is_sent_and_last_modified() -> None:
+    """The order list filters on IsSent and on LastModified, which moves when the order is
+    sent and again when a receiver message arrives on the simulated clock."""
+    state = build_state(parse_args([]))
+    body = exact_json.loads(
+        b'{"OrderType":"Invoice","OrderDirection":"Income","OrderNumber":"1",'
+        b'"OrderDate":"2026-06-01","Customer":{"Name":"B","VATNumber":"BE0446725877"},'
+        b'"OrderLines":[{"Quantity":1,"UnitPriceExcl":10,"VATPercentage":21}]}'
+    )
+    kept, sent = state.create_order("1001", body), state.create_order("1001", body)
+    state.advance(10)
+    state.send_orders("1001", {"Transporttype": "Peppol", "OrderIDs": [sent]})
+
+    def ids(text: str) -> list[int]:
+        return [order["OrderID"] for order in state.list_orders("1001", text, 120, 0)[0]]
+
+    assert ids("IsSent eq false") == [kept] and ids("IsSent eq true") == [sent]
+    assert ids("LastModified gt '2026-06-01T09:00:05'") == [sent]
+    state.advance(60 + 90)  # delivered after 60 s, AB 90 s later
+    assert ids("LastModified ge '2026-06-01T09:02:40'") == [sent]
+    assert ids("LastModified gt '2026-06-01T09:02:40'") == []

@@ -476,7 +476,7 @@ class _Change:
             naming = {
                 t.transaction_id
                 for t in holders
-                if invoice.invoice_number in named_invoices(t.remittance, [invoice.invoice_number])
+                if invoice.invoice_number in named_invoices(t.remittance, self.account.invoices)
             }
             pieces = sorted(
                 (

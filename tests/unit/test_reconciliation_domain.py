@@ -352,6 +352,22 @@ def test_a_credit_note_below_what_was_paid_turns_the_excess_into_credit() -> Non
     assert settled(result) == {"INV-1": 50_000}
 
 
+def test_what_a_credit_note_frees_comes_off_the_newest_payment_first() -> None:
+    """INV-1 (1000.00) paid 400.00 by tx-1, then 500.00 by tx-2; credited by 300.00 it is
+    worth 700.00: the 200.00 paid too much comes back from tx-2, tx-1 is untouched."""
+    acc = pay(with_invoices(("INV-1", 100_000)), "tx-1", 40_000).account
+    acc = pay(acc, "tx-2", 50_000, now=NOW + timedelta(hours=1)).account
+    result = d.apply_credit_note(
+        acc, invoice_number="INV-1", credit_note_number="CN-1", amount=30_000, now=NOW
+    )
+    s = statement(result, "tx-2")
+    assert (split(s), s.held) == ([("INV-1", 30_000, "oldest_due")], 20_000)
+    assert "tx-1" not in {
+        e.transaction_id for e in result.effects if isinstance(e, d.PaymentAllocated)
+    }
+    assert settled(result) == {"INV-1": 70_000}
+
+
 def test_a_credit_note_down_to_what_was_paid_settles_the_invoice() -> None:
     acc = pay(with_invoices(("INV-1", 100_000)), "tx-1", 60_000).account
     result = d.apply_credit_note(

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.reconciliation import domain as d
+from services.reconciliation.matching import named_invoices
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 GRACE = timedelta(days=3)
@@ -328,6 +329,7 @@ def test_money_is_conserved_and_never_allocated_twice(
 ) -> None:
     world = fresh_world(grosses)
     for command in [*script, ("advance", 24 * 10)]:  # finally: every grace period is over
+        refused_first = False
         for delivery in range(2):  # every input is delivered twice
             before = copy.deepcopy(world.accounts)
             step = run(world, command, delivery)
@@ -335,11 +337,17 @@ def test_money_is_conserved_and_never_allocated_twice(
                 continue
             assert world.accounts == before  # the domain works on a copy
             record(world, step.result)
-            if delivery == 1:
+            if delivery == 0:
+                refused_first = step.result.rejection is not None
+            else:
                 assert step.result.effects == (), f"second delivery of {command} acted again"
+                # ... and is not refused either, unless the first one was
+                assert refused_first or step.result.rejection is None
             if step.conflict:
                 assert step.result.rejection is not None
                 assert step.result.rejection.code == "transaction_conflict"
+            elif command[0] == "transfer":
+                assert step.result.rejection is None  # a transfer seen before is one payment
             if step.result.changed:
                 world.accounts[step.viban] = step.result.account
             else:
@@ -349,3 +357,28 @@ def test_money_is_conserved_and_never_allocated_twice(
     # after the last grace period nothing is held: all is allocated, forwarded or unmatched
     assert all(s.held == 0 for s in world.latest.values())
     assert d.next_action_at(world.accounts[VIBAN]) is None
+
+
+# -- finding invoice numbers, whatever way they are written -----------------------------------
+
+digit_groups = st.lists(st.text("0123456789", min_size=1, max_size=4), min_size=1, max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prefix=st.sampled_from(["", "INV-", "RE-", "INV/"]),
+    groups=digit_groups,
+    written_prefix=st.sampled_from(["", "Rechnung Nr. ", "RE: ", "inv ", "Invoice no. ", "RE"]),
+    separator=st.sampled_from(["", " ", "-", "/", ".", " - "]),
+    upper=st.booleans(),
+)
+def test_an_invoice_number_is_found_however_it_is_written(
+    prefix: str, groups: list[str], written_prefix: str, separator: str, upper: bool
+) -> None:
+    """The number's digits, in its groups joined by any separator, after any common prefix,
+    in any case, inside other words: found. Inside a longer number: not found."""
+    number = prefix + "-".join(groups)
+    written = written_prefix + separator.join(groups)
+    written = written.upper() if upper else written.lower()
+    assert named_invoices(f"Zahlung {written} danke", [number]) == [number]
+    assert named_invoices(f"Zahlung 9{''.join(groups)}0 danke", [number]) == []

@@ -217,6 +217,7 @@ class Account:
     transactions: dict[str, Transaction] = field(default_factory=dict)
     debits: dict[str, MerchantDebit] = field(default_factory=dict)
     next_seq: int = 0
+    version: int = 0  # the store's guard against two writers; the rules never read it
 
     def clone(self) -> Account:
         twin = copy.copy(self)

@@ -1,0 +1,4 @@
+"""Reconciliation: bank transfers and merchant-reported payments allocated to invoices.
+
+So far only the pure rules (``domain.py``, ``matching.py``); the worker wiring follows the
+runtime's timer work."""

@@ -324,16 +324,28 @@ def test_ticks_going_backwards_undo_nothing_and_send_nothing() -> None:
     assert out_later == [("notice", 3, 21, GROSS)]
 
 
-def test_a_stale_tick_after_a_pause_day_does_not_send_a_step_for_an_earlier_day() -> None:
-    """Level 1 and 2 on days 1 and 14, then an ops pause on day 16 (16..22) and ticks on
-    days 16 and 22 (paused: nothing). A stale tick for day 15 (not paused) must not send
-    level 3 as if time had gone back; level 3 goes on day 28 (21 counted days + 7)."""
+def test_a_stale_tick_after_a_paused_day_does_not_send_a_step_for_an_earlier_day() -> None:
+    """Levels 1 and 2 on days 1 and 14, no tick on days 15..24, an ops pause on day 25
+    (25..31). The tick on day 25 is paused: nothing, though level 3 is due. A late tick for
+    day 24 (unpaused, 24 counted days) must not send level 3 as if time had gone back:
+    level 3 goes on day 32, the first unpaused day after the pause."""
     state, _ = tick_days(issued(), [1, 14])
-    state = granted(pause(state, 16, by="ops"))
-    state, out = tick_days(state, [16, 22, 15, 27])
+    state = granted(pause(state, 25, by="ops"))
+    state, out = tick_days(state, [25, 24, *range(26, 32)])
     assert out == []
-    _, out = tick_days(state, [28])
-    assert out == [("notice", 3, 28, GROSS)]
+    _, out = tick_days(state, [32])
+    assert out == [("notice", 3, 32, GROSS)]
+
+
+def test_next_action_is_never_before_the_latest_ticked_day() -> None:
+    """Level 1 on day 1; an ops pause on day 20 (20..26); the next tick comes on day 22
+    (paused: nothing). Level 2 has been due since day 14, but a tick for a day before 22
+    would be stale: the next action is day 27 (2026-11-29 Berlin, 2026-11-28T23:00Z)."""
+    state, _ = tick_days(issued(), [1])
+    state = granted(pause(state, 20, by="ops"))
+    state, out = tick_days(state, [22])
+    assert out == []
+    assert d.next_action_at(state, CONFIG) == utc("2026-11-28T23:00")
 
 
 # -- pauses -----------------------------------------------------------------------------------

@@ -4,9 +4,13 @@ in each test's comment, never by calling the domain's own helpers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -552,3 +556,23 @@ def test_another_time_zone_can_be_configured() -> None:
     assert d.tick(issued(), late_evening, in_utc).effects == ()
     assert len(d.tick(issued(), late_evening, CONFIG).effects) == 1
     assert d.next_action_at(issued(), in_utc) == utc("2026-11-03T00:00")
+
+
+def test_berlin_days_need_no_time_zone_files_from_the_os(tmp_path: Path) -> None:
+    """A slim container may have no /usr/share/zoneinfo: with the OS search path pointed at
+    an empty folder, the pinned tzdata package still puts 2026-03-29T22:00Z on 03-30."""
+    script = (
+        "from datetime import datetime, UTC\n"
+        "from services.dunning.domain import DunningConfig, local_day\n"
+        "print(local_day(datetime(2026, 3, 29, 22, 0, tzinfo=UTC), DunningConfig()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONTZPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2026-03-30"

@@ -316,9 +316,9 @@ def record_payment(
     for the invoice. The same key again counts once."""
     if state is None:
         return _unknown(invoice_number)
-    if amount <= 0:
-        raise ValueError("a payment is positive")
-    if any(p.key == key for p in state.payments):
+    if amount < 0:
+        raise ValueError("a payment is never negative")
+    if amount == 0 or any(p.key == key for p in state.payments):
         return Result(state)
     return Result(replace(state, payments=(*state.payments, Ledgered(key, amount))))
 
@@ -330,9 +330,9 @@ def record_credit_note(
     gross cancels it. The same credit note number again counts once."""
     if state is None:
         return _unknown(invoice_number)
-    if amount <= 0:
-        raise ValueError("a credit note reduces by a positive amount")
-    if any(c.key == credit_note_number for c in state.credit_notes):
+    if amount < 0:
+        raise ValueError("a credit note never raises what is due")
+    if amount == 0 or any(c.key == credit_note_number for c in state.credit_notes):
         return Result(state)
     new = replace(state, credit_notes=(*state.credit_notes, Ledgered(credit_note_number, amount)))
     if new.credited >= new.gross and new.status == "open":

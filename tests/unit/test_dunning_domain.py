@@ -231,6 +231,15 @@ def test_a_payment_or_credit_note_applied_twice_counts_once() -> None:
     assert seen(d.tick(state, on_day(1), CONFIG).effects) == [("notice", 1, 1, 104_000)]
 
 
+def test_a_zero_allocation_changes_nothing_and_a_negative_one_is_a_bug() -> None:
+    """A 0.00 line in payments.allocated must not dead-letter the event; a negative amount
+    cannot pass the contract, so the domain raises."""
+    state = issued()
+    assert d.record_payment(state, "INV-1", key="tx-1", amount=0).state == state
+    with pytest.raises(ValueError, match="negative"):
+        d.record_payment(state, "INV-1", key="tx-2", amount=-1)
+
+
 def test_events_for_an_invoice_not_issued_yet_are_parked() -> None:
     for result in (
         d.record_payment(None, "INV-9", key="tx-1", amount=100),

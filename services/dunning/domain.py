@@ -16,7 +16,7 @@ The rules, in one place (docs/dunning-rules.md says the same for readers of the 
   1, 14, 21) or ``hand_over_day`` (default 28). Paused days are not counted, so a pause
   moves every later step by the paused days.
 - **When a step goes out.** Only on a clock tick, and only the next step in order, on a day
-  that is not paused, that is not the day of the previous step, while the invoice is open
+  that is not paused, later than the day of the previous step, while the invoice is open
   and something is still due. So at most one step per invoice per day; the hand-over only
   after the three notices; after a gap (a worker down for days, a tick that jumps weeks) the
   missed steps are caught up one per day, in order, on the ticks of the following days. A
@@ -27,10 +27,11 @@ The rules, in one place (docs/dunning-rules.md says the same for readers of the 
   changes nothing; a repeated tick on the same day sends nothing a first tick did not.
 - **Pauses.** A pause requested on local day P for D days covers days P .. P+D-1 (overlapping
   pauses cover the union of their days). The merchant may pause for ``merchant_pause_days``
-  (7) only while P is 1..7 calendar days overdue, only once per invoice and not while a
-  pause covers P. Ops may pause any invoice not handed over, with a non-empty reason, for
-  ``ops_pause_days`` (default 7), also during another pause. A pause on an unknown, settled,
-  canceled or handed-over invoice is refused with a reason.
+  (default 7) only while P is ``merchant_pause_window`` (default 1..7) calendar days
+  overdue, only once per invoice, and not while a pause covers P. Ops may pause any
+  invoice not handed over, with a non-empty reason, for ``ops_pause_days`` (default 7),
+  also during another pause. A pause on an unknown, settled, canceled or handed-over
+  invoice is refused with a reason.
 - **What stops it.** A settled or canceled invoice (canceled also when credit notes reduce
   it to zero) gets nothing more. The amount due is gross - credit notes - payments (never
   below zero); a step that falls due when nothing is due sends nothing, so a debtor who has

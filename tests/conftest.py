@@ -12,11 +12,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from pymongo import AsyncMongoClient
 
 from shared.runtime.app import Worker
 from tests.harness import Bus
 from tests.infra import Infra, describe_versions, ensure_infra
+
+
+# Properties are about results, not speed: on a shared two-core machine a wall-clock deadline per
+# example fails a correct test now and then (seen: a fast-path equality reported as flaky under
+# load). A failure prints the blob that reproduces it.
+settings.register_profile("paylater", deadline=None, print_blob=True)
+settings.load_profile("paylater")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ from shared.runtime.app import Worker
 from tests.harness import Bus
 from tests.infra import Infra, describe_versions, ensure_infra
 
-
 # Properties are about results, not speed: on a shared two-core machine a wall-clock deadline per
 # example fails a correct test now and then (seen: a fast-path equality reported as flaky under
 # load). A failure prints the blob that reproduces it.

@@ -403,6 +403,8 @@ class Worker:
             await self.check_retention()
         except RetentionMismatch as exc:
             log.critical("inbox_shorter_than_retention_refusing_to_start", error=str(exc))
+            self.metrics.unwatch_gc()
+            await self.mongo.close()
             raise
         await self.engine.setup()
         await self.output.start()

@@ -449,20 +449,12 @@ class Engine:
 
     async def _isolate_parked(self, tick: _Decoded) -> list[Outbound]:
         """The tick alone, then each due parked event alone under that tick: one whose retry
-        raises is dead-lettered (then unparked), the others resolve or stay parked."""
-        try:
-            outputs: list[Outbound] = await self._retry(
-                "store", self._transact, [tick], False, None
-            )
-        except Stopping:
-            raise
-        except Exception as exc:
-            if is_transient(exc) and not isinstance(exc, DuplicateKeyError):
-                raise
-            # The tick's own work raises: the tick is the poison. Parked events wait for
-            # the next tick.
-            await self._dead_letter([DeadLetter(tick.record, "processing", _describe(exc))])
-            return []
+        raises is dead-lettered (then unparked), the others resolve or stay parked. If the
+        tick alone raises, that escapes (the worker stops; see below)."""
+        # The tick's own work raising escapes: a tick is not bad input but the service's
+        # time-driven work failing on its state, which every later tick would hit too.
+        # Dead-lettering it would silently skip that work; stopping the worker shows it.
+        outputs: list[Outbound] = await self._retry("store", self._transact, [tick], False, None)
         due = (
             await self.parked.find({}, {"_id": 1})
             .sort("parked_since", ASCENDING)

@@ -147,3 +147,20 @@ async def test_an_inbox_shorter_than_the_topic_retention_refuses_to_start(
         await run_worker(build_toy, WorkerSettings, inbox_ttl_days=31)
     assert "orders.canceled" not in str(refused.value)
     assert "clock.ticks: forever" in str(refused.value)
+
+
+async def test_a_worker_holding_lag_without_progress_fails_readiness(
+    bus: Bus, run_worker: Any
+) -> None:
+    """A batch retried for ever (a conflict that never clears) holds its records: with
+    Kafka and MongoDB both answering, readiness still fails once nothing was committed for
+    stall_seconds, and worker_ready drops to 0."""
+    worker = await run_worker(build_toy, WorkerSettings, stall_seconds=2.0)
+    await bus.send(OrderCanceled(order_id="stuck", reason="conflict"))
+    await bus.send(OrderCanceled(order_id="behind-it"))
+    deadline = asyncio.get_running_loop().time() + 30
+    while await worker.ready():
+        assert asyncio.get_running_loop().time() < deadline, "still ready while stuck"
+        await asyncio.sleep(0.2)
+    await _until(lambda: worker.metrics.ready.labels("toy")._value.get() == 0, timeout=10)
+    assert worker.fatal is None  # not stopped: still retrying, and visible as stuck

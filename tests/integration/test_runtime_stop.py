@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared import topics
 from shared.events import OrderCanceled
@@ -51,6 +52,12 @@ async def _create_topic(bus: Bus, name: str, **config: str) -> None:
                 )
             ]
         )
+        # Created is not yet described: wait until the broker reports the topic's config.
+        resource = ConfigResource(ConfigResourceType.TOPIC, bus.topic(name))
+        deadline = asyncio.get_running_loop().time() + 30
+        while any(r[0] != 0 for d in await admin.describe_configs([resource]) for r in d.resources):
+            assert asyncio.get_running_loop().time() < deadline, f"{name} not described"
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 

@@ -14,18 +14,26 @@ A consumed batch of Kafka records becomes, in order:
 
 So an event redelivered by Kafka has no second effect, and an effect never goes unpublished.
 Transient failures (MongoDB or Kafka unreachable, write conflicts with another worker) are
-retried with backoff and never skipped. A record that makes the service raise anything else
-is isolated by re-running the batch one event at a time and dead-lettered alone.
+retried with backoff and never skipped. A record that makes the service raise anything else,
+or whose outputs are too large to publish, is isolated by re-running the batch one event at a
+time and dead-lettered alone. A record the decoder cannot take, whatever it raises, is
+dead-lettered; one too large to dead-letter whole keeps its full bytes in the worker's
+``dead_letter_bodies`` collection and goes to the dead-letter topic truncated, pointing there.
+Whatever escapes ``store_batch`` or ``publish`` is a failure the caller must not commit past:
+it stops consuming (see ``shared/runtime/app.py``) and a restart redelivers the batch.
 
 Events that refer to something not seen yet (a merchant not yet configured, an order whose
-decision is still in flight on another partition) can be *parked* by the service. Parked
-events are retried on every ``clock.tick``; once past their deadline the service is told so
-and rejects them with a reason.
+decision is still in flight on another partition) can be *parked* by the service, with a
+deadline it chooses, counted from when the worker parked the event. Parked events are retried
+once per batch, at the batch's latest ``clock.tick``; once past their deadline the service is
+told so and rejects them with a reason. A parked event whose retry raises is dead-lettered
+alone; the tick and the other parked events go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,13 +44,19 @@ from typing import Any, Protocol
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from shared.envelope import CloudEvent, ContractError, encode_wire, parse_event
 from shared.events import ClockTick, CommandRejected, EventData
 from shared.ids import uuid5_str
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
-from shared.runtime.transient import backoff_seconds, is_transient
+from shared.runtime.transient import (
+    DUPLICATE_KEY_RETRIES,
+    RecordTooLarge,
+    backoff_seconds,
+    is_transient,
+)
 
 # Output event ids are uuid5 of the cause, so a re-run of the same decision names its
 # outputs identically.
@@ -54,6 +68,11 @@ def output_event_id(service: str, cause_id: str, n: int) -> str:
 
 
 _PARKED_RETRIES_PER_TICK = 1000
+# What the broker adds around a record's key, value and headers, generously.
+_RECORD_OVERHEAD_BYTES = 512
+# An oversized dead letter goes out with this much of its value (the rest is in MongoDB).
+_TRUNCATED_VALUE_BYTES = 64 * 1024
+_TRUNCATED_KEY_BYTES = 1024
 
 log = get_logger("worker")
 
@@ -105,8 +124,29 @@ class Outbound:
 @dataclass(frozen=True)
 class DeadLetter:
     record: RawRecord
-    kind: str  # json | envelope | unknown_type | schema | processing
+    kind: str  # json | envelope | unknown_type | schema | undecodable | processing
     error: str
+    # Set when the record was too large to dead-letter whole: ``record`` is then a truncated
+    # copy, and the full one is at ``<database>.dead_letter_bodies/<topic>/<partition>/<offset>``
+    # (the collection, then the document's ``_id``).
+    full_record_at: str | None = None
+    original_bytes: int | None = None
+
+
+class Stopping(Exception):
+    """The worker was asked to stop while retrying: the batch is left unfinished."""
+
+
+def record_bytes(
+    key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+) -> int:
+    """The size the broker counts for one record (key, value, headers, framing)."""
+    return (
+        len(key or b"")
+        + len(value or b"")
+        + sum(len(k) + len(v) for k, v in headers)
+        + _RECORD_OVERHEAD_BYTES
+    )
 
 
 @dataclass
@@ -118,7 +158,7 @@ class Batch:
     session: AsyncClientSession
     items: list[Inbound]
     outputs: list[Outbound] = field(default_factory=list)
-    parked: dict[str, tuple[Inbound, str]] = field(default_factory=dict)
+    parked: dict[str, tuple[Inbound, str, timedelta | None]] = field(default_factory=dict)
     # Run once the transaction has committed: a retried transaction must not count twice.
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _emitted_per_cause: dict[str, int] = field(default_factory=dict)
@@ -171,8 +211,10 @@ class Batch:
             ),
         )
 
-    def park(self, item: Inbound, reason: str) -> None:
-        self.parked[item.event.id] = (item, reason)
+    def park(self, item: Inbound, reason: str, *, wait: timedelta | None = None) -> None:
+        """Retry ``item`` on later ticks until ``wait`` (default: the worker's park TTL) has
+        passed since the worker first parked it; then it comes back with ``park_expired``."""
+        self.parked[item.event.id] = (item, reason, wait)
 
 
 class Service(Protocol):
@@ -212,6 +254,7 @@ class Engine:
         topic_prefix: str = "",
         inbox_ttl: timedelta = timedelta(days=14),
         park_ttl: timedelta = timedelta(minutes=5),
+        max_record_bytes: int = 1_000_000,
     ) -> None:
         self.service = service
         self.db = db
@@ -220,9 +263,19 @@ class Engine:
         self.topic_prefix = topic_prefix
         self.inbox_ttl = inbox_ttl
         self.park_ttl = park_ttl
+        self.max_record_bytes = max_record_bytes
         self.inbox = db["inbox"]
         self.parked = db["parked"]
-        self.stopping = False
+        self.dead_letter_bodies = db["dead_letter_bodies"]
+        self._stop = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        """Retry loops give up at their next failure or pause instead of waiting it out."""
+        self._stop.set()
 
     async def setup(self) -> None:
         # Only a parked event's retry has a trigger other than itself (the tick that retried
@@ -240,7 +293,7 @@ class Engine:
     async def store_batch(self, records: Sequence[RawRecord]) -> list[Outbound]:
         """Decode, dead-letter what is invalid, and commit the batch's effects in MongoDB.
         Returns the outputs still to publish: the caller must publish them before it
-        commits the batch's offsets."""
+        commits the batch's offsets. Whatever this raises leaves the batch unfinished."""
         started = time.perf_counter()
         decoded: list[_Decoded] = []
         dead: list[DeadLetter] = []
@@ -251,23 +304,29 @@ class Engine:
             except ContractError as exc:
                 dead.append(DeadLetter(record, exc.kind, exc.message))
                 continue
+            except Exception as exc:
+                # e.g. RecursionError on deeply nested JSON: still this one record's fault.
+                self.metrics.permanent_errors.labels(self.service.name, "decode").inc()
+                dead.append(DeadLetter(record, "undecodable", _describe(exc)))
+                continue
             decoded.append(_Decoded(event, topic, record))
 
         outputs, poisoned = await self._store_isolating_poison(decoded)
         dead.extend(poisoned)
         if dead:
-            await self._retry_forever("publish", self._dead_letter, dead)
+            await self._dead_letter(dead)
         self.metrics.batch_size.labels(self.service.name).observe(len(records))
         self.metrics.batch_duration.labels(self.service.name).observe(time.perf_counter() - started)
         return outputs
 
     async def publish(self, outputs: Sequence[Outbound]) -> None:
         if outputs:
-            await self._retry_forever("publish", self.publisher.publish, outputs)
+            await self._retry("publish", self.publisher.publish, outputs)
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
-        await self.publisher.dead_letter(dead, self.service.name)
-        for letter in dead:
+        letters = [await self._fit_for_broker(letter) for letter in dead]
+        await self._retry("publish", self.publisher.dead_letter, letters, self.service.name)
+        for letter in letters:
             topic = self.logical_topic(letter.record.topic)
             self.metrics.dead_letters.labels(self.service.name, topic, letter.kind).inc()
             self.metrics.events.labels(self.service.name, topic, "dead_lettered").inc()
@@ -277,16 +336,71 @@ class Engine:
                 partition=letter.record.partition,
                 offset=letter.record.offset,
                 kind=letter.kind,
-                error=letter.error,
+                error=letter.error[:300],
+                full_record_at=letter.full_record_at,
             )
 
-    async def _retry_forever(self, stage: str, func: Any, *args: Any) -> Any:
+    async def _fit_for_broker(self, letter: DeadLetter) -> DeadLetter:
+        """A dead letter too large for the broker once its headers are added keeps its full
+        bytes in MongoDB (idempotently, keyed by where it was read) and goes out truncated."""
+        record = letter.record
+        size = record_bytes(record.key, record.value, record.headers) + len(letter.error) + 512
+        if size <= self.max_record_bytes:
+            return letter
+        record_id = f"{record.topic}/{record.partition}/{record.offset}"
+        await self._retry(
+            "store",
+            self.dead_letter_bodies.replace_one,
+            {"_id": record_id},
+            {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": record.key,
+                "value": record.value,
+                "headers": [[k, v] for k, v in record.headers],
+                "kind": letter.kind,
+                "error": letter.error,
+                "stored_at": datetime.now(UTC),
+            },
+            True,  # upsert
+        )
+        headers = record.headers
+        if sum(len(k) + len(v) for k, v in headers) > _TRUNCATED_VALUE_BYTES:
+            headers = ()  # kept in full in MongoDB
+        truncated = RawRecord(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=None if record.key is None else record.key[:_TRUNCATED_KEY_BYTES],
+            value=None if record.value is None else record.value[:_TRUNCATED_VALUE_BYTES],
+            headers=headers,
+        )
+        return DeadLetter(
+            truncated,
+            letter.kind,
+            letter.error[:1000],
+            full_record_at=f"{self.db.name}.dead_letter_bodies/{record_id}",
+            original_bytes=size,
+        )
+
+    async def _retry(self, stage: str, func: Any, *args: Any) -> Any:
+        """``func(*args)`` until it succeeds or fails permanently; transient failures wait
+        with backoff. Once the worker is stopping, any failure (and any pause) ends the
+        loop with ``Stopping``: nothing was finished, nothing is committed."""
         attempt = 0
+        duplicates = 0
         while True:
             try:
                 return await func(*args)
             except Exception as exc:
-                if not is_transient(exc) or self.stopping:
+                if self.stopping:
+                    raise Stopping(f"{stage}: {_describe(exc)}") from exc
+                if isinstance(exc, DuplicateKeyError):
+                    duplicates += 1
+                transient = is_transient(exc) and duplicates <= DUPLICATE_KEY_RETRIES
+                if not transient:
+                    self.metrics.permanent_errors.labels(self.service.name, stage).inc()
                     raise
                 self.metrics.transient_errors.labels(self.service.name, stage).inc()
                 delay = backoff_seconds(attempt)
@@ -295,9 +409,12 @@ class Engine:
                     stage=stage,
                     attempt=attempt,
                     delay_s=round(delay, 3),
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=_describe(exc)[:300],
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                if self.stopping:
+                    raise Stopping(f"{stage}: {_describe(exc)}") from exc
                 attempt += 1
 
     async def _store_isolating_poison(
@@ -306,81 +423,106 @@ class Engine:
         if not decoded:
             return [], []
         try:
-            return await self._retry_forever("store", self._transact, decoded, None), []
-        except Exception as exc:  # a bug or a poison event: find which one
-            if is_transient(exc):
+            return await self._retry("store", self._transact, decoded), []
+        except Stopping:
+            raise
+        except Exception as exc:  # a bug, a poison event or an oversized output: find which
+            if is_transient(exc) and not isinstance(exc, DuplicateKeyError):
                 raise
-            log.error("batch_failed_isolating", error=f"{type(exc).__name__}: {exc}")
+            log.error("batch_failed_isolating", error=_describe(exc)[:300])
         outputs: list[Outbound] = []
         dead: list[DeadLetter] = []
         for one in decoded:
             try:
-                outputs += await self._retry_forever("store", self._transact, [one], None)
+                outputs += await self._retry("store", self._transact, [one])
+            except Stopping:
+                raise
             except Exception as exc:
-                if is_transient(exc):
+                if is_transient(exc) and not isinstance(exc, DuplicateKeyError):
                     raise
                 if not isinstance(one.event.data, ClockTick):
                     dead.append(DeadLetter(one.record, "processing", _describe(exc)))
                     continue
-                # The tick itself is harmless; one of the parked events it retried is not.
+                # The tick itself may be harmless; one of the parked events it retried not.
                 outputs += await self._isolate_parked(one)
         return outputs, dead
 
     async def _isolate_parked(self, tick: _Decoded) -> list[Outbound]:
-        outputs: list[Outbound] = await self._retry_forever("store", self._transact, [tick], [])
-        async for doc in self.parked.find({}, {"_id": 1}):
+        """The tick alone, then each due parked event alone under that tick: one whose retry
+        raises is dead-lettered (then unparked), the others resolve or stay parked. If the
+        tick alone raises, that escapes (the worker stops; see below)."""
+        # The tick's own work raising escapes: a tick is not bad input but the service's
+        # time-driven work failing on its state, which every later tick would hit too.
+        # Dead-lettering it would silently skip that work; stopping the worker shows it.
+        outputs: list[Outbound] = await self._retry("store", self._transact, [tick], False, None)
+        due = (
+            await self.parked.find({}, {"_id": 1})
+            .sort("parked_since", ASCENDING)
+            .limit(_PARKED_RETRIES_PER_TICK)
+            .to_list()
+        )
+        for doc in due:
             try:
-                outputs += await self._retry_forever("store", self._transact, [tick], [doc["_id"]])
+                outputs += await self._retry("store", self._transact, [], False, (tick, doc["_id"]))
+            except Stopping:
+                raise
             except Exception as exc:
-                if is_transient(exc):
+                if is_transient(exc) and not isinstance(exc, DuplicateKeyError):
                     raise
-                record = await self.parked.find_one_and_delete({"_id": doc["_id"]})
-                if record is not None:
-                    await self._retry_forever(
-                        "publish",
-                        self._dead_letter,
-                        [DeadLetter(_record_of(record), "processing", _describe(exc))],
-                    )
+                record = await self.parked.find_one({"_id": doc["_id"]})
+                if record is None:
+                    continue
+                # Dead-lettered before it is unparked: a crash in between retries it again.
+                await self._dead_letter(
+                    [DeadLetter(_record_of(record), "processing", _describe(exc))]
+                )
+                await self._retry("store", self.parked.delete_one, {"_id": doc["_id"]})
         return outputs
 
     async def _transact(
-        self, decoded: list[_Decoded], parked_only: list[str] | None
+        self,
+        decoded: list[_Decoded],
+        retry_parked: bool = True,
+        one_parked: tuple[_Decoded, str] | None = None,
     ) -> list[Outbound]:
-        """One MongoDB transaction for the whole batch. ``parked_only``: which parked events a
-        tick retries (None: all that are due; []: none)."""
+        """One MongoDB transaction for the whole batch. ``retry_parked``: the batch's latest
+        tick retries every due parked event (once, however many ticks the batch holds).
+        ``one_parked``: (tick, parked id): retry just that parked event under that tick."""
         async with self.db.client.start_session() as session, await session.start_transaction():
             ids = list(dict.fromkeys(d.event.id for d in decoded))
-            seen_docs = await self.inbox.find(
-                {"$or": [{"_id": {"$in": ids}}, {"trigger": {"$in": ids}}]},
-                {"outputs": 1},
-                session=session,
-            ).to_list()
+            lookup: dict[str, Any] = {"$or": [{"_id": {"$in": ids}}, {"trigger": {"$in": ids}}]}
+            if one_parked is not None:
+                lookup["$or"].append({"_id": f"{one_parked[1]}@{one_parked[0].event.id}"})
+            seen_docs = await self.inbox.find(lookup, {"outputs": 1}, session=session).to_list()
             seen = {doc["_id"] for doc in seen_docs}
             replay = [_outbound_of(o, doc["_id"]) for doc in seen_docs for o in doc["outputs"]]
 
             items: list[Inbound] = []
             taken: set[str] = set()
             duplicate_topics: list[str] = []
+            latest_tick: Inbound | None = None
             for d in decoded:
                 if d.event.id in seen or d.event.id in taken:
                     duplicate_topics.append(d.topic)
                     continue
                 taken.add(d.event.id)
-                item = Inbound(
-                    event=d.event,
-                    topic=d.topic,
-                    record=d.record,
-                    now=_now_of(d.event),
-                    inbox_id=d.event.id,
-                    trigger_id=d.event.id,
-                )
+                item = _inbound(d)
                 items.append(item)
-                if isinstance(d.event.data, ClockTick) and parked_only != []:
-                    items += await self._due_parked(session, item, parked_only)
+                if isinstance(d.event.data, ClockTick) and (
+                    latest_tick is None or item.now >= latest_tick.now
+                ):
+                    latest_tick = item
+            if latest_tick is not None and retry_parked:
+                items += await self._due_parked(session, latest_tick, None)
+            if one_parked is not None:
+                tick, parked_id = one_parked
+                if f"{parked_id}@{tick.event.id}" not in seen:
+                    items += await self._due_parked(session, _inbound(tick), [parked_id])
 
             batch = Batch(self.service.name, session, items)
             if items:
                 await self.service.handle(batch)
+                self._check_output_sizes(batch)
                 await self._store_effects(batch)
         for callback in batch.after_commit:
             callback()
@@ -393,6 +535,17 @@ class Engine:
             log.info("duplicates_replayed", count=len(duplicate_topics), outputs=len(replay))
         return replay + batch.outputs
 
+    def _check_output_sizes(self, batch: Batch) -> None:
+        # Checked before the commit: an event whose outputs could never be published is
+        # rolled back and dead-lettered, instead of being stored and retried for ever.
+        for out in batch.outputs:
+            size = record_bytes(out.key, out.value, ()) + 128  # + the two headers
+            if size > self.max_record_bytes:
+                raise RecordTooLarge(
+                    f"output {out.event_type} of {out.inbox_id} is {size} bytes, over the "
+                    f"{self.max_record_bytes} a record may have"
+                )
+
     async def _due_parked(
         self, session: AsyncClientSession, tick: Inbound, only: list[str] | None
     ) -> list[Inbound]:
@@ -403,7 +556,8 @@ class Engine:
             .limit(_PARKED_RETRIES_PER_TICK)
             .to_list()
         )
-        self.metrics.parked.labels(self.service.name).set(len(docs))
+        if only is None:
+            self.metrics.parked.labels(self.service.name).set(len(docs))
         retries: list[Inbound] = []
         for doc in docs:
             record = _record_of(doc)
@@ -449,6 +603,9 @@ class Engine:
         ]
         if resolved:
             await self.parked.delete_many({"_id": {"$in": resolved}}, session=batch.session)
+        # The wait counts from when this worker parked the event (its clock, like the
+        # ticker's), not from the producer's ``time``: a late-delivered event still waits.
+        parked_at = datetime.now(UTC)
         fresh_parks = [
             {
                 "_id": item.event.id,
@@ -459,10 +616,10 @@ class Engine:
                 "value": item.record.value,
                 "headers": [[k, v] for k, v in item.record.headers],
                 "reason": reason,
-                "parked_since": item.now,
-                "deadline": item.now + self.park_ttl,
+                "parked_since": parked_at,
+                "deadline": parked_at + (wait if wait is not None else self.park_ttl),
             }
-            for item, reason in batch.parked.values()
+            for item, reason, wait in batch.parked.values()
             if not item.is_retry
         ]
         if fresh_parks:
@@ -475,6 +632,17 @@ class Engine:
                     self.metrics.events.labels(self.service.name, item.topic, outcome).inc()
 
         batch.after_commit.append(count)
+
+
+def _inbound(d: _Decoded) -> Inbound:
+    return Inbound(
+        event=d.event,
+        topic=d.topic,
+        record=d.record,
+        now=_now_of(d.event),
+        inbox_id=d.event.id,
+        trigger_id=d.event.id,
+    )
 
 
 def _now_of(event: CloudEvent[EventData]) -> datetime:
@@ -522,4 +690,5 @@ __all__ = [
     "Publisher",
     "RawRecord",
     "Service",
+    "Stopping",
 ]

@@ -31,9 +31,21 @@ class WorkerSettings(BaseSettings):
     http_port: int = 8000
     batch_max_records: int = 2000
     batch_timeout_ms: int = 20
+    # How long the inbox remembers a processed event id. Must cover the input topics'
+    # retention (the worker refuses to start otherwise): a record replayed after its id was
+    # forgotten would act again.
     inbox_ttl_days: int = 14
     # How long an event that refers to something not seen yet is parked before rejection.
     park_ttl_seconds: int = 300
     lag_refresh_seconds: float = 2.0
     # The first offset a brand-new consumer group reads from; earliest so nothing is skipped.
     auto_offset_reset: Literal["earliest", "latest", "none"] = "earliest"
+    # The largest record the broker takes (its message.max.bytes, 1048588 by default, less
+    # a margin): an output above it is dead-lettered with its cause instead of stored, and a
+    # dead letter above it goes out truncated with its full bytes kept in MongoDB.
+    max_record_bytes: int = 1_000_000
+    # SIGTERM to exit, whatever the worker is doing: retry loops give up, the batch in hand
+    # is left uncommitted (replayed on the next start), and past this the process exits.
+    shutdown_timeout_seconds: float = 8.0
+    # Readiness fails when records wait and no batch was committed for this long.
+    stall_seconds: float = 60.0

@@ -5,7 +5,8 @@ anything else is answered with one ``commands.rejected`` and counted in MongoDB.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -58,6 +59,15 @@ def build_echo(settings: WorkerSettings) -> Worker:
 
 async def effects(worker: Worker) -> dict[str, int]:
     return {d["_id"]: d["count"] async for d in worker.db["effects"].find()}
+
+
+async def _wait_for(
+    probe: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (got := await probe()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"{got!r} != {expected!r}"
+        await asyncio.sleep(0.1)
 
 
 async def test_redelivered_event_has_one_effect_and_republishes_same_output(
@@ -136,14 +146,18 @@ async def test_poison_event_is_isolated_and_the_rest_of_its_batch_processed(
 
 
 async def test_parked_event_waits_for_ticks_then_expires(bus: Bus, run_worker: Any) -> None:
+    """The park window counts from when the worker parked the event (its wall clock), not
+    from the event's own ``time``, which here is days in the past."""
     worker = await run_worker(build_echo, WorkerSettings, park_ttl_seconds=60)
     await bus.send(OrderCanceled(order_id="p", reason="park"), time=T0)
-    await bus.tick(T0 + timedelta(seconds=30))  # still inside the park window
+    await _wait_for(lambda: worker.db["parked"].count_documents({}), 1)
+    parked_at = datetime.now(UTC)
+    await bus.tick(parked_at + timedelta(seconds=30))  # still inside the park window
     await asyncio.sleep(1.0)
     assert await effects(worker) == {}
     assert await worker.db["parked"].count_documents({}) == 1
 
-    await bus.tick(T0 + timedelta(seconds=61))
+    await bus.tick(parked_at + timedelta(seconds=61))
     out = await bus.events(topics.COMMANDS_REJECTED, count=1)
     assert out[0].data.reason == "expired"  # type: ignore[attr-defined]
     assert await effects(worker) == {"p": 1}

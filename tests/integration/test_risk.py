@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -282,7 +282,9 @@ async def test_order_from_unconfigured_merchant_waits_then_is_rejected(
     got = await decisions(bus, 1)
     assert got["early"].state == "created"
 
-    await bus.tick(T0 + timedelta(seconds=61))
+    # The wait counts from when the worker parked the order (its clock), not from the
+    # order's own time: a tick a minute past now is past the deadline.
+    await bus.tick(datetime.now(UTC) + timedelta(seconds=61))
     rejected = await bus.events(topics.COMMANDS_REJECTED, count=1)
     data = rejected[0].data
     assert isinstance(data, CommandRejected)

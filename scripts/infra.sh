@@ -214,7 +214,8 @@ start_mongo() {
   rm -f "$ROOT/data/mongo/mongod.lock"
   "$MONGOD" --dbpath "$ROOT/data/mongo" --bind_ip 127.0.0.1 --port "$MONGODB_PORT" \
     --replSet rs0 --oplogSize 256 --wiredTigerCacheSizeGB 0.5 \
-    --setParameter ttlMonitorSleepSecs=1 --logpath "$ROOT/logs/mongod.log" \
+    --setParameter ttlMonitorSleepSecs=1 --setParameter transactionLifetimeLimitSeconds=10 \
+    --logpath "$ROOT/logs/mongod.log" \
     --pidfilepath "$ROOT/mongod.pid" --fork >"$ROOT/logs/mongod.fork.out" 2>&1 \
     || { tail -n 30 "$ROOT/logs/mongod.log" >&2; die "mongod did not start"; }
   "$PY" - "$MONGODB_PORT" <<'EOF' || { tail -n 30 "$ROOT/logs/mongod.log" >&2; die "replica set not ready"; }

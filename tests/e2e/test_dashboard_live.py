@@ -39,9 +39,8 @@ from tests.infra import Infra
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
-# Queries whose metric the runtime sets from its background readiness check; every other
-# panel query must return data after the scenario (an empty one means a renamed metric).
-MAY_BE_EMPTY = frozenset({"max by (service) (worker_ready)"})
+# Every panel query must return data after the scenario (an empty one means a renamed metric).
+MAY_BE_EMPTY: frozenset[str] = frozenset()
 SCRAPE_INTERVAL = "1s"
 
 

@@ -185,7 +185,7 @@ EOF
       || { tail -n 20 "$ROOT/logs/kafka-format.out" >&2; die "kafka storage format failed"; }
   fi
   : >"$ROOT/logs/kafka.out"
-  nohup "$JAVA_HOME_DIR/bin/java" -Xmx512m -Xms512m \
+  nohup "$JAVA_HOME_DIR/bin/java" -Xmx1g -Xms1g \
     -XX:+UseG1GC -Djava.awt.headless=true \
     -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$REPO/deploy/kafka/log4j2.properties" \
     kafka.Kafka "$ROOT/server.properties" >"$ROOT/logs/kafka.out" 2>&1 &

@@ -181,7 +181,10 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         processors=[*_ADDED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        cache_logger_on_first_use=True,
+        # Not cached: a logger used once would keep the processors and level of that moment,
+        # and a later configure_logging (another worker in the same process, a test capturing
+        # events) would not reach it. Workers log per batch, not per event: the lookup is noise.
+        cache_logger_on_first_use=False,
     )
 
 

@@ -7,9 +7,11 @@ a real HTTP server on loopback (no Kafka or MongoDB needed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
@@ -271,6 +273,23 @@ async def test_unreachable_billit_is_retried_then_unavailable() -> None:
     assert pauses == [0.5, 1.0, 2.0]
 
 
+@contextlib.contextmanager
+def _every_structlog_event() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event at any level, whatever an earlier test in this process configured
+    (a worker started in-process sets a level filter; capture_logs alone keeps that filter)."""
+    saved = structlog.get_config()
+    capture = structlog.testing.LogCapture()
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**saved)
+
+
 async def test_api_key_is_in_no_log_line_repr_or_error(
     billit_sim: SimAdmin, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -282,7 +301,7 @@ async def test_api_key_is_in_no_log_line_repr_or_error(
     await billit_sim.fault(endpoint="participant_information", kind="malformed_json")
     caplog.set_level(logging.DEBUG)
     errors: list[str] = []
-    with structlog.testing.capture_logs() as events:
+    with _every_structlog_event() as events:
         async with client_for(billit_sim) as client:
             with pytest.raises(BillitMalformedResponse) as malformed:
                 await client.participant_information("BE0563846944")

@@ -553,10 +553,12 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
     if reduction_id in order.reductions:
         return Result(order)  # this very reduction again
     if order.state not in SHIPPABLE_STATES:
+        shipped = order.state in {"shipped", "complete"}
+        after_shipment = "; lower its invoices with credit notes" if shipped else ""
         return _refuse(
             order,
             f"order_{order.state}",
-            f"cannot reduce the amount of an order that is {order.state}",
+            f"cannot reduce the amount of an order that is {order.state}{after_shipment}",
         )
     if currency != order.currency:
         return _refuse(
@@ -577,7 +579,8 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
         return _refuse(
             order,
             "reduction_below_captured",
-            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped",
+            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped; "
+            "lower a shipped invoice with a credit note",
         )
     new = order.clone()
     new.reduced += total - gross

@@ -5,6 +5,7 @@ captures are bounded by the new total, and reaching it ships the order."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,7 +27,7 @@ from shared.events import (
 )
 from shared.runtime.app import Worker
 from tests import examples as ex
-from tests.harness import Bus
+from tests.harness import Bus, headers_of
 
 pytestmark = pytest.mark.integration
 
@@ -368,3 +369,81 @@ async def test_each_refused_reduction_is_rejected_with_its_reason_and_changes_no
     assert released[0].data.amount == Decimal("600.00")
     further = await bus.send(ex.shipment("o-part", "INV-P2", gross="0.01"))
     assert (await rejection_of(bus, further)).startswith("order_shipped")
+
+
+def reduction_record(event_id: str, data: dict[str, Any]) -> bytes:
+    """An order.amount_reduced.v1 envelope around ``data`` exactly as given."""
+    envelope = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "/tests",
+        "type": OrderAmountReduced.EVENT_TYPE,
+        "time": "2026-11-20T09:00:00Z",
+        "subject": "o-1",
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    return json.dumps(envelope).encode()
+
+
+async def test_bad_reductions_are_dead_lettered_and_change_nothing(
+    bus: Bus, run_worker: Any
+) -> None:
+    """Three records on orders.amount_reduced the contract refuses: the gross a JSON number
+    (a float), gross not net + tax, no order_id. Each goes to orders.amount_reduced.dlq with
+    its original bytes and the dlq-* headers naming the error and where it came from; then a
+    valid reduction on the same key (so after them) is applied: the order holds that one
+    reduction only, and it is the only release."""
+    shipping = await run_worker(build_shipping, ShippingSettings)
+    await bus.send(ex.merchant("m-1"))
+    await bus.send(ex.order("o-1", gross="1190.00"))
+    await bus.send(ex.decided("o-1"))
+    amount = {"gross": "1000.00", "net": "840.34", "tax": "159.66"}
+    bad = {
+        "bad-float": (
+            "json",
+            reduction_record("bad-float", {"order_id": "o-1", "amount": amount}).replace(
+                b'"gross": "1000.00"', b'"gross": 1000.0'
+            ),
+        ),
+        "bad-sum": (
+            "schema",
+            reduction_record("bad-sum", {"order_id": "o-1", "amount": amount | {"tax": "159.67"}}),
+        ),
+        "bad-no-order": ("schema", reduction_record("bad-no-order", {"amount": amount})),
+    }
+    assert b"1000.0," in bad["bad-float"][1]
+    for _, value in bad.values():
+        await bus.send_raw(topics.ORDERS_AMOUNT_REDUCED, value, key=b"o-1")
+    valid = await bus.send(reduction("o-1", "1000.00"))
+
+    releases = await bus.events(topics.EXPOSURE_RELEASED, count=1, settle=1.0)
+    assert [r.data.amount for r in releases if isinstance(r.data, ExposureReleased)] == [
+        Decimal("190.00")
+    ]
+    letters = await bus.records(
+        topics.ORDERS_AMOUNT_REDUCED + ".dlq", until=lambda rs: len(rs) >= len(bad), settle=1.0
+    )
+    assert len(letters) == len(bad)
+    by_id = {json.loads(r.value)["id"]: r for r in letters}
+    assert set(by_id) == set(bad)
+    for event_id, (kind, value) in bad.items():
+        record = by_id[event_id]
+        headers = headers_of(record)
+        assert record.value == value
+        assert headers["dlq-error-kind"] == kind, (event_id, headers)
+        assert headers["dlq-error"]
+        assert headers["dlq-source-topic"] == bus.topic(topics.ORDERS_AMOUNT_REDUCED)
+        assert headers["dlq-source-offset"].isdigit()
+        assert headers["dlq-consumer-group"]
+    assert "gross must equal net + tax" in headers_of(by_id["bad-sum"])["dlq-error"]
+    assert "order_id" in headers_of(by_id["bad-no-order"])["dlq-error"]
+
+    order = await shipping.db["orders"].find_one({"_id": "o-1"})
+    assert order is not None
+    assert (order["state"], order["reduced_cents"], order["reductions"]) == (
+        "created",
+        19_000,
+        [valid],
+    )
+    assert await bus.events(topics.COMMANDS_REJECTED, settle=1.0, timeout=2) == []

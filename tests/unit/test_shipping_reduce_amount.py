@@ -133,6 +133,7 @@ def test_reductions_never_release_twice_nor_let_captures_pass_the_total(
             else:
                 assert order.total == total_before
             assert order.captured <= order.total
+            assert sum(releases.values()) <= gross  # at every step, not only at the end
             if order.captured == order.total:
                 assert order.state != "partially_shipped"
     assert sum(releases.values()) <= gross

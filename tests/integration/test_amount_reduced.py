@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from services.risk.app import build_worker as build_risk
 from services.risk.settings import RiskSettings
 from services.shipping.app import build_worker as build_shipping
+from services.shipping.handlers import ShippingService
 from services.shipping.settings import ShippingSettings
 from shared import topics
 from shared.events import (
@@ -26,6 +27,7 @@ from shared.events import (
     OrderStateChanged,
 )
 from shared.runtime.app import Worker
+from shared.runtime.metrics import WorkerMetrics
 from tests import examples as ex
 from tests.harness import Bus, headers_of
 
@@ -447,3 +449,73 @@ async def test_bad_reductions_are_dead_lettered_and_change_nothing(
         [valid],
     )
     assert await bus.events(topics.COMMANDS_REJECTED, settle=1.0, timeout=2) == []
+
+
+class TwinShipping(ShippingService):
+    """Shipping in a consumer group of its own, on the same database: it reads every record
+    the first shipping worker reads, as a process still working on partitions a rebalance
+    has already moved on would."""
+
+    name = "shipping-twin"
+
+
+def counted(workers: list[Worker], outcome: str) -> float:
+    """orders.amount_reduced events with ``outcome`` in the workers' own registries."""
+    total = 0.0
+    for worker in workers:
+        labels = {
+            "service": worker.service.name,
+            "topic": topics.ORDERS_AMOUNT_REDUCED,
+            "outcome": outcome,
+        }
+        total += worker.metrics.registry.get_sample_value("worker_events_total", labels) or 0.0
+    return total
+
+
+async def test_a_reduction_handled_by_two_processes_frees_it_once(
+    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """Two shipping workers on one database, in different consumer groups, so both handle
+    every event (at the same moment, when their transactions conflict and one is retried,
+    or one after the other). o-a 1500.00 on a 2000.00 limit
+    is reduced to 1000.00 by one event: between them the workers process it once and find
+    it already done once; every release for o-a has one release id; the debtor holds
+    1000.00, so 1000.01 more is declined and exactly 1000.00 fits."""
+    risk = await run_worker(build_risk, RiskSettings)
+    shipping = await run_worker(build_shipping, ShippingSettings)
+    metrics = WorkerMetrics()
+    twin = Worker(TwinShipping(metrics.registry), shipping.settings, metrics)
+    await twin.start()
+    try:
+        workers = [shipping, twin]
+        await bus.send(ex.merchant("m-1"))
+        await bus.send(ex.company("c-1", financing_limit=Decimal("2000.00")))
+        await bus.send(ex.order("o-a", gross="1500.00"))
+        assert (await decided(bus, "o-a")).state == "created"
+        await bus.send(reduction("o-a", "1000.00"))
+
+        async def both_handled() -> bool:
+            return counted(workers, "processed") + counted(workers, "duplicate") >= 2
+
+        await until(both_handled, "both shipping workers to handle the reduction")
+        assert (counted(workers, "processed"), counted(workers, "duplicate")) == (1.0, 1.0)
+
+        async def freed() -> bool:
+            return await exposure_of(mongo, risk) == Decimal("1000.00")
+
+        await until(freed, "risk to take the release")
+        releases = await bus.events(
+            topics.EXPOSURE_RELEASED, count=1, where=lambda e: e.subject == "o-a", settle=1.0
+        )
+        ids = {r.data.release_id for r in releases if isinstance(r.data, ExposureReleased)}
+        assert len(ids) == 1
+        order = await shipping.db["orders"].find_one({"_id": "o-a"})
+        assert order is not None
+        assert (order["reduced_cents"], len(order["reductions"])) == (50_000, 1)
+
+        await bus.send(ex.order("o-cent-more", gross="1000.01"))
+        assert (await decided(bus, "o-cent-more")).decline_reason == "debtor_limit_exceeded"
+        await bus.send(ex.order("o-fits", gross="1000.00"))
+        assert (await decided(bus, "o-fits")).state == "created"
+    finally:
+        await twin.stop()

@@ -29,7 +29,7 @@ from shared.events import (
 from shared.runtime.app import Worker
 from shared.runtime.metrics import WorkerMetrics
 from tests import examples as ex
-from tests.harness import Bus, headers_of
+from tests.harness import T0, Bus, headers_of
 
 pytestmark = pytest.mark.integration
 
@@ -120,11 +120,27 @@ async def test_reduce_amount_frees_the_limit_once_and_bounds_captures(
         topics.ORDERS_STATE_CHANGED, count=3, where=lambda e: e.subject == "o-a", settle=1.0
     )
     assert len(changes) == 3
+    assert reductions_counted(shipping) == {
+        "applied": 2,
+        "already_applied": 1,
+        "amount_not_reduced": 1,
+    }
     # Held: o-a 500.00 (shipped) + o-c 1000.00, once risk has taken both releases.
     deadline = loop.time() + 30
     while (held := await exposure_of(mongo, risk)) != Decimal("1500.00"):
         assert loop.time() < deadline, f"exposure stayed {held}"
         await asyncio.sleep(0.2)
+
+
+def reductions_counted(shipping: Worker) -> dict[str, float]:
+    """shipping_reductions_total by outcome, the non-zero ones, from the worker's registry."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for metric in shipping.metrics.registry.collect()
+        if metric.name == "shipping_reductions"
+        for sample in metric.samples
+        if sample.name == "shipping_reductions_total" and sample.value
+    }
 
 
 async def until(check: Any, what: str, timeout: float = 30.0) -> Any:
@@ -346,6 +362,18 @@ async def test_each_refused_reduction_is_rejected_with_its_reason_and_changes_no
         return await shipping.db["parked"].find_one({"_id": unknown}) is not None
 
     await until(parked, "the unknown order's reduction to be parked")
+    early = await bus.tick(T0)  # before its deadline: retried, still parked, not counted
+
+    async def retried() -> bool:
+        return await shipping.db["inbox"].find_one({"_id": f"{unknown}@{early}"}) is not None
+
+    await until(retried, "the early tick to retry the parked reduction")
+    assert "unknown_order" not in reductions_counted(shipping)
+    assert unknown not in {
+        r.data.command_id
+        for r in await bus.events(topics.COMMANDS_REJECTED)
+        if isinstance(r.data, CommandRejected)
+    }
     await bus.tick(datetime.now(UTC) + timedelta(seconds=5))  # past its 1 s park_ttl
     assert await rejection_of(bus, unknown) == "unknown_order: no order for order o-404 yet"
 
@@ -354,6 +382,19 @@ async def test_each_refused_reduction_is_rejected_with_its_reason_and_changes_no
     assert len(await bus.events(topics.EXPOSURE_RELEASED, settle=1.0, timeout=2)) == (
         releases_before
     )
+
+    assert reductions_counted(shipping) == {
+        "amount_not_reduced": 2,
+        "reduction_to_zero": 1,
+        "reduction_below_captured": 1,
+        "currency_mismatch": 1,
+        "order_waiting": 1,
+        "order_declined": 1,
+        "order_canceled": 1,
+        "order_shipped": 1,
+        "order_complete": 1,
+        "unknown_order": 1,  # once, when it expired: not on each retry while parked
+    }
 
     # Reduced to what it captured, o-part is shipped: 600.00 given back, no further capture.
     await bus.send(reduction("o-part", "400.00"))

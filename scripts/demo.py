@@ -1,12 +1,13 @@
 """The main job: the platform on local real Kafka and MongoDB with a scenario flowing through it.
 
 Starts the workers and the ticker as processes (as production would), publishes merchants,
-credit-bureau records and orders covering every risk outcome, then ships, credits, cancels
-and settles the approved ones, follows the outputs, and prints a summary of decisions,
-payouts, clawbacks and rejections. A local Prometheus (scripts/prometheus.sh, alert rules
-loaded) scrapes the workers; the summary's business figures are read back from its HTTP API
-and must agree with what the workers published. Exits non-zero when an outcome differs from
-what the scenario expects.
+credit-bureau records and orders covering every risk outcome, reduces one order's amount
+before it ships (the freed limit lets in a next order that was declined before), then ships,
+credits, cancels and settles the approved ones, follows the outputs, and prints a summary of
+decisions, the reduction, payouts, clawbacks and rejections. A local Prometheus
+(scripts/prometheus.sh, alert rules loaded) scrapes the workers; the summary's business
+figures are read back from its HTTP API and must agree with what the workers published.
+Exits non-zero when an outcome differs from what the scenario expects.
 
     make demo      (or: python -m scripts.demo after `make services-up`)
 
@@ -36,6 +37,8 @@ from shared.events import (
     CommandRejected,
     CompanyRegistered,
     EventData,
+    ExposureReleased,
+    OrderAmountReduced,
     OrderDecided,
     OrderStateChanged,
     PayoutClawbackInstructed,
@@ -103,6 +106,14 @@ def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
         vat_id=ex.VAT_IDS[6],
         score=48,
     )
+    joinery = ex.company(
+        "c-tischler",
+        name="Tischlerei Holz KG",
+        legal_form="KG",
+        registration_number="HRA 8008",
+        vat_id=ex.VAT_IDS[7],
+        financing_limit=Decimal("3000.00"),
+    )
     leipzig = ex.address(street="Lagerweg", house_number="1", postal_code="04109", city="Leipzig")
     config: list[EventData] = [
         ex.merchant("m-werkzeug", name="Werkzeughandel Nord GmbH"),
@@ -114,6 +125,7 @@ def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
         small,
         bakery,
         review,
+        joinery,
     ]
     orders: list[EventData] = [
         ex.order("o-1001", merchant_id="m-werkzeug", debtor=ex.debtor_of(good)),
@@ -155,6 +167,7 @@ def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
         ex.order("o-1012", merchant_id="m-moebel", debtor=ex.debtor_of(review)),
         ex.order("o-1013", merchant_id="m-moebel", debtor=ex.debtor_of(review), gross="238.00"),
         ex.order("o-1014", merchant_id="m-unbekannt", debtor=ex.debtor_of(good)),
+        ex.order("o-1016", merchant_id="m-werkzeug", debtor=ex.debtor_of(joinery), gross="2500.00"),
     ]
     expected = [
         Expectation("o-1001", "known debtor by registration number", "created"),
@@ -190,6 +203,7 @@ def scenario() -> tuple[list[EventData], list[EventData], list[Expectation]]:
             "rejected",
             "merchant_not_configured",
         ),
+        Expectation("o-1016", "2500.00 within the 3000.00 limit", "created"),
     ]
     return config, orders, expected
 
@@ -205,6 +219,7 @@ EXPECTED_PAYOUTS = {  # invoice -> payout (gross - 1.90 % - 0.25)
     "INV-1001-2": Decimal("676.64"),
     "INV-1002": Decimal("583.45"),  # 1.90 % of 595.00 = 11.305 -> 11.30, half-even
     "INV-1010": Decimal("980.75"),
+    "INV-1016": Decimal("1961.75"),  # reduced to 2000.00 before it shipped: 38.00 + 0.25
 }
 EXPECTED_CLAWBACKS = {  # invoice -> (amount, reason)
     "INV-1002": (Decimal("83.45"), "credit_note"),  # credited to 500.00: paid 583.45
@@ -217,13 +232,94 @@ EXPECTED_ORDER_STATES = {
     "o-1003": "canceled",
     "o-1010": "canceled",
     "o-1015": "created",
+    "o-1016": "shipped",  # created -> shipped at its reduced total
+    "o-1018": "created",
 }
+# The joinery's 3000.00 limit: o-1016 holds 2500.00, so 900.00 more does not fit until o-1016
+# is reduced to 2000.00 before it ships.
+REDUCED_ORDER, REDUCED_FROM, REDUCED_TO = "o-1016", Decimal("2500.00"), Decimal("2000.00")
+EXPECTED_REDUCTIONS_RELEASED = REDUCED_FROM - REDUCED_TO
+
+
+def company_in(config: list[EventData], company_id: str) -> CompanyRegistered:
+    return next(
+        e for e in config if isinstance(e, CompanyRegistered) and e.company_id == company_id
+    )
+
+
+async def decision_of(bus: Bus, order_id: str) -> str:
+    found = await bus.events(
+        topics.ORDERS_DECIDED, count=1, where=lambda e: e.subject == order_id, timeout=60
+    )
+    data = found[0].data
+    assert isinstance(data, OrderDecided)
+    return f"{data.state}/{data.decline_reason}" if data.decline_reason else data.state
+
+
+async def until_risk_counts(risk: Process, line: str) -> bool:
+    """Until ``line`` is on risk's /metrics (risk has committed what it counts), at most 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        _, text = risk.get("/metrics")
+        if line in text.splitlines():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def reduction_act(
+    bus: Bus, risk: Process, joinery: CompanyRegistered
+) -> tuple[int, list[str]]:
+    """o-1016 holds 2500.00 of the joinery's 3000.00: 900.00 more is declined. The merchant
+    reduces o-1016 to 2000.00 before shipping it; once risk has the 500.00 back, the same
+    900.00 fits. Returns (failures, lines)."""
+    debtor = ex.debtor_of(joinery)
+    await bus.send(ex.order("o-1017", merchant_id="m-werkzeug", debtor=debtor, gross="900.00"))
+    before = await decision_of(bus, "o-1017")
+    await bus.send(OrderAmountReduced(order_id=REDUCED_ORDER, amount=ex.amount(f"{REDUCED_TO}")))
+    try:
+        releases = await bus.events(
+            topics.EXPOSURE_RELEASED,
+            count=1,
+            where=lambda e: (
+                isinstance(e.data, ExposureReleased)
+                and e.data.order_id == REDUCED_ORDER
+                and e.data.reason == "amount_reduced"
+            ),
+            timeout=30,
+        )
+    except AssertionError:  # reported below as BAD, like every other outcome
+        releases = []
+    freed = next((r.data.amount for r in releases if isinstance(r.data, ExposureReleased)), None)
+    taken = freed is not None and await until_risk_counts(
+        risk, 'risk_exposure_releases_total{reason="amount_reduced"} 1.0'
+    )
+    await bus.send(ex.order("o-1018", merchant_id="m-werkzeug", debtor=debtor, gross="900.00"))
+    after = await decision_of(bus, "o-1018")
+
+    checks = [
+        (
+            before == "declined/debtor_limit_exceeded",
+            f"o-1017   900.00 while {REDUCED_ORDER} holds {REDUCED_FROM}: {before}",
+        ),
+        (
+            freed == EXPECTED_REDUCTIONS_RELEASED and taken,
+            f"{REDUCED_ORDER}   reduced {REDUCED_FROM} -> {REDUCED_TO} before shipping: "
+            + (f"{freed} back to the limit" if freed is not None else "nothing released")
+            + ("" if taken else ", not taken by risk"),
+        ),
+        (after == "created", f"o-1018   900.00 with the freed limit: {after}"),
+    ]
+    lines = ["", f"reduced before shipping ({joinery.name}, limit {joinery.financing_limit}):"]
+    lines += [f"  {'ok ' if ok else 'BAD'} {text}" for ok, text in checks]
+    return sum(not ok for ok, _ in checks), lines
 
 
 async def shipping_act(bus: Bus, kiosk: CompanyRegistered) -> tuple[int, list[str]]:
     """Ship, credit, cancel and settle the approved orders; returns (failures, lines)."""
     await bus.send_many(
         [
+            ex.shipment("o-1016", "INV-1016", gross=f"{REDUCED_TO}"),  # its reduced total
             ex.shipment("o-1001", "INV-1001-1", gross="500.00"),
             ex.shipment("o-1001", "INV-1001-2", gross="690.00"),
             ex.shipment("o-1002", "INV-1002", gross="595.00"),
@@ -439,6 +535,10 @@ async def prometheus_figures(
             f"sum(shipping_clawbacks_instructed_total{{{s}}})",
             len(EXPECTED_CLAWBACKS),
         ),
+        "amount reductions applied": (
+            f'sum(shipping_reductions_total{{outcome="applied",{s}}})',
+            1,
+        ),
     }
     for _ in range(60):  # Prometheus scrapes every second: until it has the last of them
         if all(total(q) == n for q, n in want.values()):
@@ -457,6 +557,10 @@ async def prometheus_figures(
     ok = paid.quantize(Decimal("0.01")) == want_paid
     failures += not ok
     lines.append(f"  {'ok ' if ok else 'BAD'} {'paid out (EUR)':28} {paid:.2f}")
+    freed = Decimal(str(total(f"sum(shipping_reductions_released_amount_total{{{s}}})")))
+    ok = freed.quantize(Decimal("0.01")) == EXPECTED_REDUCTIONS_RELEASED
+    failures += not ok
+    lines.append(f"  {'ok ' if ok else 'BAD'} {'freed by reductions (EUR)':28} {freed:.2f}")
     clawed = _by(
         api, f"sum by (reason) (shipping_clawbacks_instructed_amount_total{{{s}}}) > 0", "reason"
     )
@@ -560,13 +664,13 @@ async def run() -> int:
         failures = report(expected, outcome, metrics)
 
         print("\ndemo: the merchants ship; the platform pays out, claws back, settles")
-        kiosk = next(
-            e for e in config if isinstance(e, CompanyRegistered) and e.company_id == "c-kiosk"
-        )
-        shipping_failures, lines = await shipping_act(bus, kiosk)
-        failures += shipping_failures
-        for line in lines:
-            print(line)
+        acts = [
+            await reduction_act(bus, risk, company_in(config, "c-tischler")),
+            await shipping_act(bus, company_in(config, "c-kiosk")),
+        ]
+        for act_failures, lines in acts:
+            failures += act_failures
+            print("\n".join(lines))
         print_shipping_metrics(shipping)
         failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
         print(

@@ -28,7 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 from shared.ids import uuid5_hex
 
@@ -44,6 +44,17 @@ _MONEY_NAMESPACE = uuid.UUID("0b5c7f36-4a55-4d0e-9f4e-5a7c1f0e2d31")
 
 OPEN_INVOICE_STATES: frozenset[str] = frozenset({"new", "paid_out", "late"})
 SHIPPABLE_STATES: frozenset[str] = frozenset({"created", "partially_shipped"})
+
+# Every code ``reduce_amount`` refuses with (``order_<state>`` for each state it cannot
+# reduce), and ``unknown_order`` for one that never arrived: a closed set of metric labels.
+REDUCTION_REFUSALS: tuple[str, ...] = (
+    *(f"order_{s}" for s in get_args(OrderState) if s not in SHIPPABLE_STATES),
+    "currency_mismatch",
+    "reduction_to_zero",
+    "amount_not_reduced",
+    "reduction_below_captured",
+    "unknown_order",
+)
 
 
 def payout_id_for(order_id: str, invoice_number: str) -> str:
@@ -542,10 +553,12 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
     if reduction_id in order.reductions:
         return Result(order)  # this very reduction again
     if order.state not in SHIPPABLE_STATES:
+        shipped = order.state in {"shipped", "complete"}
+        after_shipment = "; lower its invoices with credit notes" if shipped else ""
         return _refuse(
             order,
             f"order_{order.state}",
-            f"cannot reduce the amount of an order that is {order.state}",
+            f"cannot reduce the amount of an order that is {order.state}{after_shipment}",
         )
     if currency != order.currency:
         return _refuse(
@@ -566,7 +579,8 @@ def reduce_amount(order: Order, *, new_amount: Money3, currency: str, reduction_
         return _refuse(
             order,
             "reduction_below_captured",
-            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped",
+            f"the new total {_fmt(gross)} is below the {_fmt(order.captured)} already shipped; "
+            "lower a shipped invoice with a credit note",
         )
     new = order.clone()
     new.reduced += total - gross

@@ -56,6 +56,19 @@ def _causes_first(item: Inbound) -> int:
     return _APPLY_ORDER.get(item.topic, 9)
 
 
+REDUCTION_OUTCOMES = ("applied", "already_applied", *domain.REDUCTION_REFUSALS)
+
+
+def reduction_outcome(result: domain.Result, park_expired: bool) -> str | None:
+    """The ``shipping_reductions_total`` outcome of one reduction, or None while it stays
+    parked (it is counted once, when it is applied or rejected)."""
+    if result.park is not None:
+        return result.park.code if park_expired else None
+    if result.rejection is not None:
+        return result.rejection.code
+    return "applied" if result.effects else "already_applied"
+
+
 class ShippingMetrics:
     """Labels are merchant-independent: a closed set of reasons and currencies."""
 
@@ -96,12 +109,33 @@ class ShippingMetrics:
             ["reason"],
             registry=registry,
         )
+        self.reductions = Counter(
+            "shipping_reductions",
+            "Order amount reductions (orders.amount_reduced) by outcome: applied, "
+            "already_applied (the same reduction again, found in the order's own ledger) or "
+            "the code it was refused with.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.reduction_released_amount = Counter(
+            "shipping_reductions_released_amount",
+            "Sum of what order amount reductions gave back to debtors' limits, in currency units.",
+            ["currency"],
+            registry=registry,
+        )
         # Closed label sets at 0 from the start: Prometheus sees the first of each as an
         # increase (shared/runtime/metrics.py, WorkerMetrics.preinitialise). Risk approves
         # EUR orders only.
         currency = "EUR"
-        for counter in (self.payouts, self.payout_amount, self.invoices):
+        for counter in (
+            self.payouts,
+            self.payout_amount,
+            self.invoices,
+            self.reduction_released_amount,
+        ):
             counter.labels(currency)
+        for outcome in REDUCTION_OUTCOMES:
+            self.reductions.labels(outcome)
         for reason in get_args(domain.ClawbackReason):
             self.clawbacks.labels(reason, currency)
             self.clawback_amount.labels(reason, currency)
@@ -119,6 +153,7 @@ class ShippingMetrics:
             "credit_exceeds_open_amount",
             "unknown_order",
             "unknown_invoice",
+            *domain.REDUCTION_REFUSALS,
         ):
             self.rejections.labels(code)
 
@@ -180,7 +215,10 @@ class ShippingService:
             elif isinstance(data, ev.ClockTick):
                 await self._on_tick(view, batch, item, data)
             elif isinstance(data, _ORDER_EVENTS):
-                self._apply(view, batch, item, self._decide(view, data, item.event.id))
+                result = self._decide(view, data, item.event.id)
+                self._apply(view, batch, item, result)
+                if isinstance(data, ev.OrderAmountReduced):
+                    self._count_reduction(batch, item, result)
         await view.flush()
 
     async def _preload(self, view: ShippingView, items: list[Inbound]) -> None:
@@ -432,6 +470,25 @@ class ShippingService:
                         currency=currency,
                     ),
                 )
+
+    def _count_reduction(self, batch: Batch, item: Inbound, result: domain.Result) -> None:
+        outcome = reduction_outcome(result, item.park_expired)
+        if outcome is None:
+            return
+        currency = result.order.currency
+        released = sum(
+            effect.amount
+            for effect in result.effects
+            if isinstance(effect, domain.ExposureReleased) and effect.reason == "amount_reduced"
+        )
+        amount = from_cents(released)
+
+        def count() -> None:
+            self.metrics.reductions.labels(outcome).inc()
+            if released:
+                self.metrics.reduction_released_amount.labels(currency).inc(float(amount))
+
+        batch.after_commit.append(count)
 
     def _reject(
         self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection

@@ -3,9 +3,10 @@
 Once per module: the risk and shipping workers start as processes, a private Prometheus
 (session fixture, 1 s scrape and evaluation, deploy/prometheus/alerts.yml loaded, the deployed
 scrape job re-pointed at the workers' ports) scrapes them, and a scenario runs through them:
-an order approved, shipped (a payout), canceled (a clawback); an order in a currency risk
-refuses (a rejection); a record on orders.shipped that is not JSON (a dead letter). Each of
-those three is the first of its kind since the workers started.
+an order approved, shipped (a payout), canceled (a clawback); an order approved and its
+amount reduced (part of the debtor's limit given back); an order in a currency risk refuses
+(a rejection); a record on orders.shipped that is not JSON (a dead letter). Each of those is
+the first of its kind since the workers started.
 
 Then, through Prometheus's HTTP API: every dashboard query and every alert expression
 evaluates without error, every panel has data, and each rare event shows on its panel and
@@ -31,7 +32,7 @@ from pymongo import AsyncMongoClient
 from scripts.processes import Fleet, free_port
 from scripts.prom import PrivatePrometheus, PrometheusAPI, PrometheusError, render_config
 from shared import topics
-from shared.events import OrderDecided
+from shared.events import OrderAmountReduced, OrderDecided
 from tests import examples as ex
 from tests.harness import Bus
 from tests.infra import Infra
@@ -143,15 +144,17 @@ async def live(
         await bus.start()
         await bus.send_many([ex.merchant("m-1"), ex.company("c-1")])
         await asyncio.sleep(0.5)  # configuration first, as the gateway would
-        await bus.send(ex.order("o-1", gross="1190.00"))
+        await bus.send_many([ex.order("o-1", gross="1190.00"), ex.order("o-4", gross="1190.00")])
         await bus.events(
             topics.ORDERS_DECIDED,
-            count=1,
+            count=2,
             where=lambda e: isinstance(e.data, OrderDecided) and e.data.state == "created",
         )
         await bus.send(ex.shipment("o-1", "INV-1", gross="1190.00"))
         await bus.events(topics.PAYOUTS_INSTRUCTED, count=1)
         await bus.send(ex.cancellation("o-1"))  # after shipping: the payout is clawed back
+        # Before shipping: 190.00 of the debtor's limit given back.
+        await bus.send(OrderAmountReduced(order_id="o-4", amount=ex.amount("1000.00")))
         await bus.send(ex.order("o-2", currency="USD"))  # risk decides EUR orders only
         await bus.send_raw(topics.ORDERS_SHIPPED, b"this is not json", key=b"o-3")
         yield Live(api, bus, started_at)
@@ -215,6 +218,23 @@ async def test_the_first_clawback_shows_and_fires(live: Live) -> None:
         "ClawbacksInstructed",
         lambda: firing(live.api, "ClawbacksInstructed", reason="canceled", currency="EUR"),
     )
+
+
+async def test_a_reduction_shows_on_its_panels(live: Live) -> None:
+    """One order reduced from 1190.00 to 1000.00 before shipping: the reductions panel shows
+    outcome applied, the panel of what reductions gave back shows EUR, and risk's releases
+    panel shows the cause amount_reduced."""
+    outcomes = panel_query("Shipping: order amount reductions", "shipping_reductions_total")
+    released = panel_query(
+        "Shipping: limit given back by amount reductions",
+        "shipping_reductions_released_amount_total",
+    )
+    risk = panel_query("Risk: exposure releases", "risk_exposure_releases_total")
+    await poll(
+        "the reduction on its panel", lambda: positive(live.api, outcomes, outcome="applied")
+    )
+    await poll("the limit given back", lambda: positive(live.api, released, currency="EUR"))
+    await poll("risk's release", lambda: positive(live.api, risk, reason="amount_reduced"))
 
 
 async def test_every_panel_and_alert_query_evaluates_and_every_panel_has_data(

@@ -38,7 +38,14 @@ def test_demo_passes_and_prints_a_summary(infra: Infra) -> None:
         "debtor_limit_exceeded",
     ):
         assert reason in result.stdout
-    for section in ("payouts (one per invoice):", "clawbacks:", "rejected commands:"):
+    for section in (
+        "reduced before shipping",
+        "payouts (one per invoice):",
+        "clawbacks:",
+        "rejected commands:",
+    ):
         assert section in result.stdout
     assert "BAD" not in result.stdout
     assert "shipping_payouts_instructed_total" in result.stdout
+    assert "900.00 with the freed limit: created" in result.stdout
+    assert "freed by reductions (EUR)    500.00" in result.stdout

@@ -18,7 +18,12 @@ from scripts.processes import Fleet
 from services.shipping import domain as d
 from shared import topics
 from shared.envelope import parse_event
-from shared.events import EventData, PayoutClawbackInstructed, PayoutInstructed
+from shared.events import (
+    EventData,
+    OrderAmountReduced,
+    PayoutClawbackInstructed,
+    PayoutInstructed,
+)
 from shared.money import cents
 from tests import examples as ex
 from tests.e2e.fleets import fleet_for, metrics_matching
@@ -217,25 +222,45 @@ async def test_replayed_inputs_and_a_killed_worker_pay_each_invoice_exactly_once
 async def test_metrics_endpoint_shows_payouts_clawbacks_and_rejections(
     bus: Bus, fleet: Fleet
 ) -> None:
+    """o-1 (300.00) shipped 100.00, over-captured, canceled; o-2 (300.00) reduced to 200.00
+    (100.00 back to the limit), then to 0.00 (refused: that is a cancel). The worker's
+    /metrics counts each, in euros where money moved; the reduction outcomes and rejection
+    codes no event has hit yet are there at 0."""
     worker = fleet.start_worker("shipping")
     worker.wait_ready()
     await bus.send(ex.merchant("m-1"))
     await bus.send(ex.order("o-1", gross="300.00"))
     await bus.send(ex.decided("o-1"))
+    await bus.send(ex.order("o-2", gross="300.00"))
+    await bus.send(ex.decided("o-2"))
     await bus.send(ex.shipment("o-1", "INV-1", gross="100.00"))
     await bus.send(ex.shipment("o-1", "INV-2", gross="200.01"))  # over-capture
     await bus.send(ex.cancellation("o-1"))
+    await bus.send(OrderAmountReduced(order_id="o-2", amount=ex.amount("200.00")))
+    await distinct(bus, topics.EXPOSURE_RELEASED, "release_id", 2)  # o-1 canceled, o-2 reduced
+    await bus.send(OrderAmountReduced(order_id="o-2", amount=ex.amount("0.00")))
     await distinct(bus, topics.PAYOUTS_CLAWBACK_INSTRUCTED, "clawback_id", 1)
-    await bus.events(topics.COMMANDS_REJECTED, count=1, timeout=30)
+    await bus.events(topics.COMMANDS_REJECTED, count=2, timeout=30)
 
     lag = 'worker_consumer_lag_messages{partition="0",service="shipping",topic="orders.shipped"}'
-    text = await metrics_matching(worker, re.escape(lag))  # refreshed in the background
+    await metrics_matching(worker, re.escape(lag))  # refreshed in the background
+    refused = 'shipping_reductions_total{outcome="reduction_to_zero"} 1.0'
+    text = await metrics_matching(worker, re.escape(refused))  # counted after its commit
     expected = [
         'shipping_payouts_instructed_total{currency="EUR"} 1.0',
         'shipping_payouts_instructed_amount_total{currency="EUR"} 97.85',
         'shipping_clawbacks_instructed_total{currency="EUR",reason="canceled"} 1.0',
         'shipping_clawbacks_instructed_amount_total{currency="EUR",reason="canceled"} 97.85',
         'shipping_commands_rejected_total{reason="over_capture"} 1.0',
+        'shipping_commands_rejected_total{reason="reduction_to_zero"} 1.0',
+        'shipping_commands_rejected_total{reason="reduction_below_captured"} 0.0',
+        'shipping_reductions_total{outcome="applied"} 1.0',
+        refused,
+        'shipping_reductions_total{outcome="already_applied"} 0.0',
+        'shipping_reductions_total{outcome="amount_not_reduced"} 0.0',
+        'shipping_reductions_total{outcome="order_complete"} 0.0',
+        'shipping_reductions_total{outcome="unknown_order"} 0.0',
+        'shipping_reductions_released_amount_total{currency="EUR"} 100.0',
         "faststream_received_messages_total",
         lag,
     ]

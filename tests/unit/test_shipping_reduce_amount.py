@@ -121,6 +121,9 @@ def test_reductions_never_release_twice_nor_let_captures_pass_the_total(
                 if isinstance(effect, d.ExposureReleased):
                     assert effect.release_id not in releases
                     releases[effect.release_id] = effect.amount
+            if command[0] == "reduce" and result.rejection is not None:
+                # Every refusal is a label shipping_reductions_total exports from the start.
+                assert result.rejection.code in d.REDUCTION_REFUSALS
             if result.changed:
                 order = result.order
             if command[0] == "reduce" and result.changed and result.effects:
@@ -130,6 +133,7 @@ def test_reductions_never_release_twice_nor_let_captures_pass_the_total(
             else:
                 assert order.total == total_before
             assert order.captured <= order.total
+            assert sum(releases.values()) <= gross  # at every step, not only at the end
             if order.captured == order.total:
                 assert order.state != "partially_shipped"
     assert sum(releases.values()) <= gross

@@ -62,6 +62,12 @@ class TimerToyService:
     async def handle(self, batch: Batch) -> None:
         assert self.db is not None
         await self.timers.fire_due_on_ticks(batch)
+        fired = [i for i in batch.items if isinstance(i.data, TimerFired)]
+        if fired and self.hang_on_act:
+            # Outside the transaction on purpose: the test must see it before the kill.
+            await self.db["about_to_act"].insert_one({"at": datetime.now(UTC)})
+            await asyncio.sleep(3600)
+        current = {id(i) for i in await self.timers.claim_all(batch, fired)}
         acts: list[UpdateOne] = []
         for item in batch.items:
             data = item.data
@@ -78,15 +84,7 @@ class TimerToyService:
                         now=item.now,
                         payload={"announce": True},
                     )
-            elif isinstance(data, TimerFired):
-                if self.hang_on_act:
-                    # Outside the transaction on purpose: the test must see it before the kill.
-                    await self.db["about_to_act"].insert_one(
-                        {"entity": data.entity, "at": datetime.now(UTC)}
-                    )
-                    await asyncio.sleep(3600)
-                if not await self.timers.claim(batch, item):
-                    continue
+            elif isinstance(data, TimerFired) and id(item) in current:
                 acts.append(
                     UpdateOne(
                         {"_id": data.entity},

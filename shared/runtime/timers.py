@@ -287,14 +287,43 @@ class Timers:
         """True when ``item`` (a ``TimerFired``) is the timer's current firing: the timer is
         removed in this transaction and the caller acts. False when it is stale (rescheduled
         or canceled since it fired): the caller does nothing."""
-        data = item.data
-        assert isinstance(data, TimerFired)
-        result = await self.collection.delete_one(
-            {"_id": timer_id(data.action, data.entity), "state": "fired", "due_at": data.due_at},
-            session=batch.session,
-        )
-        outcome = "acted" if result.deleted_count == 1 else "stale"
-        batch.after_commit.append(
-            lambda: self.metrics.handled.labels(self.service, data.action, outcome).inc()
-        )
-        return outcome == "acted"
+        return item in await self.claim_all(batch, [item])
+
+    async def claim_all(self, batch: Batch, items: list[Inbound]) -> list[Inbound]:
+        """``claim`` for many commands with two queries: the ones to act on, in order."""
+        commands = [(i, i.data) for i in items if isinstance(i.data, TimerFired)]
+        if not commands:
+            return []
+        ids = list({timer_id(d.action, d.entity) for _, d in commands})
+        current = {
+            doc["_id"]: _aware(doc["due_at"])
+            async for doc in self.collection.find(
+                {"_id": {"$in": ids}, "state": "fired"}, {"due_at": 1}, session=batch.session
+            )
+        }
+        acted: list[Inbound] = []
+        outcomes: dict[tuple[str, str], int] = {}
+        for item, data in commands:
+            tid = timer_id(data.action, data.entity)
+            fresh = current.get(tid) == data.due_at
+            if fresh:
+                del current[tid]  # a second copy of the command in this batch is stale
+                acted.append(item)
+            key = (data.action, "acted" if fresh else "stale")
+            outcomes[key] = outcomes.get(key, 0) + 1
+        if acted:
+            await self.collection.delete_many(
+                {"_id": {"$in": [timer_id(d.action, d.entity) for d in _data(acted)]}},
+                session=batch.session,
+            )
+
+        def count() -> None:
+            for (action, outcome), n in outcomes.items():
+                self.metrics.handled.labels(self.service, action, outcome).inc(n)
+
+        batch.after_commit.append(count)
+        return acted
+
+
+def _data(items: list[Inbound]) -> list[TimerFired]:
+    return [i.data for i in items if isinstance(i.data, TimerFired)]

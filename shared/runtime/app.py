@@ -26,6 +26,7 @@ from prometheus_client import make_asgi_app
 from pymongo import AsyncMongoClient
 
 from shared.runtime.engine import DeadLetter, Engine, Outbound, RawRecord, Service
+from shared.runtime.jobs import JobExecutor
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.metrics import WorkerMetrics
 from shared.runtime.settings import WorkerSettings
@@ -144,6 +145,10 @@ class Worker:
             logger=logging.getLogger("faststream.access.kafka"),
         )
         self.output = KafkaOutput(self.service.name, s.topic_prefix, self.metrics)
+        # The service's external jobs (idle when it has none), publishing through our producer.
+        self.jobs = JobExecutor.for_service(
+            self.service, self.output.publish, self.metrics.registry
+        )
         self.engine = Engine(
             self.service,
             self.db,
@@ -263,6 +268,7 @@ class Worker:
             client_id=f"{self.service.name}-out",
         )
         await self.output.producer.start()
+        await self.jobs.start()
         self._lag_task = asyncio.create_task(self._export_lag())
         log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
 
@@ -274,6 +280,7 @@ class Worker:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
+        await self.jobs.stop()  # before the producer: calls in progress publish their outcome
         if self.output.producer is not None:
             await self.output.producer.stop()
         await self.mongo.close()

@@ -139,26 +139,30 @@ class Timers:
         entity: str,
         key: str,
         due_at: datetime,
-        now: datetime,
+        now: datetime | None = None,
         payload: Mapping[str, Any] | None = None,
+        only_if_missing: bool = False,
     ) -> UpdateOne:
         """The write that (re)schedules a timer, for a service's own bulk write. A timer that
         already fired for another due time becomes scheduled again; its command in flight
-        turns stale."""
+        turns stale. ``only_if_missing`` leaves an existing timer as it is (backfills)."""
+        fields: dict[str, Any] = {
+            "action": action,
+            "entity": entity,
+            "key": key,
+            "due_at": due_at,
+            "state": "scheduled",
+            "payload": dict(payload or {}),
+        }
+        if now is not None:
+            fields["scheduled_at"] = now
+        if only_if_missing:
+            return UpdateOne(
+                {"_id": timer_id(action, entity)}, {"$setOnInsert": fields}, upsert=True
+            )
         return UpdateOne(
             {"_id": timer_id(action, entity)},
-            {
-                "$set": {
-                    "action": action,
-                    "entity": entity,
-                    "key": key,
-                    "due_at": due_at,
-                    "state": "scheduled",
-                    "payload": dict(payload or {}),
-                    "scheduled_at": now,
-                },
-                "$unset": {"fired_at": ""},
-            },
+            {"$set": fields, "$unset": {"fired_at": ""}},
             upsert=True,
         )
 

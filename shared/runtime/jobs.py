@@ -5,9 +5,11 @@ derives from the cause, so a re-run of the handler records the same job once), w
 target, payload, entity key and not-before time. The worker's ``JobExecutor``, a background
 task beside the consumer:
 
-1. leases a due job with one atomic ``find_one_and_update`` (state ``running``, a fresh lease
-   token, ``lease_expires_at``). Two executors never hold one job at once; a job whose holder
-   died is leased again once its lease expired. Each lease counts as an attempt;
+1. leases due jobs, as many as the target has room for: reads candidates, then leases them
+   with one ``update_many`` that re-checks each is still due (atomic per job; state
+   ``running``, a fresh lease token, ``lease_expires_at``). Two executors never hold one job
+   at once; a job whose holder died is leased again once its lease expired. Each lease
+   counts as an attempt;
 2. performs the call with the job id as ``Idempotency-Key``, under the target's concurrency
    cap and rate limit, with a timeout shorter than the lease;
 3. on success (or on failure for good: a permanent error, or the last attempt), publishes a
@@ -56,6 +58,7 @@ from shared.events import JobFinished, register_internal_topics
 from shared.ids import uuid5_str
 from shared.runtime.engine import Outbound
 from shared.runtime.logging import get_logger
+from shared.runtime.transient import backoff_seconds, is_transient
 from shared.topics import job_result_topic
 
 COLLECTION = "jobs"
@@ -202,6 +205,7 @@ class Jobs:
             partialFilterExpression={"ready_at": {"$exists": True}},
         )
         await db[COLLECTION].create_index([("state", ASCENDING), ("updated_at", ASCENDING)])
+        await db[COLLECTION].create_index([("lease_token", ASCENDING)], sparse=True)
 
     def enqueue_op(
         self,
@@ -354,12 +358,53 @@ class _Bucket:
         self._refill()
         self.tokens -= 1.0
 
+    def whole_tokens(self) -> int:
+        self._refill()
+        return int(self.tokens)
+
     def wait_seconds(self) -> float:
         self._refill()
         return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
 Publish = Callable[[Sequence[Outbound]], Awaitable[None]]
+
+
+class _Coalescing:
+    """Publishes the outcomes of concurrent calls together: the worker's producer is
+    idempotent, so one request per partition is in flight at a time, and one outcome per
+    request would bound the executor at one broker round trip per job."""
+
+    def __init__(self, publish: Publish) -> None:
+        self.publish = publish
+        self.waiting: list[tuple[Outbound, asyncio.Future[None]]] = []
+        self.sending = False
+        self.task: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
+
+    async def send(self, message: Outbound) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append((message, done))
+        if not self.sending:
+            self.sending = True
+            self.task = asyncio.get_running_loop().create_task(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    await self.publish([m for m, _ in batch])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self.sending = False
 
 
 @dataclass
@@ -376,12 +421,16 @@ class JobExecutor:
         self.metrics = JobMetrics(self.registry)
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
+        # Jobs leased and not yet ended, per target (waiting for a call slot, calling, or
+        # recording the outcome); the call slots themselves are the semaphores.
         self._in_flight: dict[str, int] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._own_client = False
         self._due_checked = 0.0
+        self._outcomes = _Coalescing(self.publish)
 
     @classmethod
     def for_service(
@@ -397,6 +446,7 @@ class JobExecutor:
             self.client = httpx.AsyncClient()
             self._own_client = True
         for target in self.jobs.targets.values():
+            self._slots[target.name] = asyncio.Semaphore(target.concurrency)
             if target.rate_per_second is not None:
                 self._buckets[target.name] = _Bucket(target.rate_per_second)
         self._task = asyncio.create_task(self._run(), name=f"{self.jobs.service}-jobs")
@@ -438,54 +488,69 @@ class JobExecutor:
         waits += [b.wait_seconds() for b in self._buckets.values() if not b.available()]
         return max(0.001, min(waits))
 
-    def _open_targets(self) -> list[str]:
-        assert self.jobs is not None
-        return [
-            t.name
-            for t in self.jobs.targets.values()
-            if self._in_flight.get(t.name, 0) < t.concurrency
-            and (t.name not in self._buckets or self._buckets[t.name].available())
-        ]
+    def _room(self, target: JobTarget) -> int:
+        """How many more jobs of ``target`` to lease now. Without a rate limit, up to twice
+        the cap, so a job is ready the moment a call slot frees and leases come in batches
+        (a lease is a round trip to MongoDB; one per job would bound the throughput). With
+        a rate limit, no more than the tokens there are, so no leased job waits long."""
+        leased = self._in_flight.get(target.name, 0)
+        bucket = self._buckets.get(target.name)
+        if bucket is None:
+            return 2 * target.concurrency - leased
+        return min(target.concurrency - leased, bucket.whole_tokens())
 
     async def _lease_what_fits(self) -> int:
+        """Lease as many due jobs as each target has room for."""
+        assert self.jobs is not None
         started = 0
-        while not self._stopping:
-            targets = self._open_targets()
-            if not targets:
-                return started
-            doc = await self._lease(targets)
-            if doc is None:
-                return started
-            self._begin(doc)
-            started += 1
+        for target in self.jobs.targets.values():
+            room = self._room(target)
+            if room <= 0 or self._stopping:
+                continue
+            for doc in await self._lease(target.name, room):
+                self._begin(doc)
+                started += 1
         return started
 
-    async def _lease(self, targets: list[str]) -> Doc | None:
+    async def _lease(self, target: str, limit: int) -> list[Doc]:
+        """Up to ``limit`` due jobs of ``target``, leased under one fresh token: candidates
+        are read, then leased with one update that re-checks each is still due (atomic per
+        job, so another executor's lease in between wins and ours skips it)."""
         assert self.jobs is not None
         now = datetime.now(UTC)
+        due: Doc = {
+            "ready_at": {"$exists": True, "$lte": now},
+            "target": target,
+            "kind": {"$in": list(self.jobs.kinds)},
+        }
         token = uuid.uuid4().hex
         lease_until = now + timedelta(seconds=self.jobs.settings.lease_seconds)
-        doc: Doc | None = await self.jobs.collection.find_one_and_update(
-            {
-                "ready_at": {"$exists": True, "$lte": now},
-                "target": {"$in": targets},
-                "kind": {"$in": list(self.jobs.kinds)},
+        lease: Doc = {
+            "$set": {
+                "state": "running",
+                "lease_token": token,
+                "lease_expires_at": lease_until,
+                "ready_at": lease_until,
+                "leased_by": self.owner,
+                "updated_at": now,
             },
-            {
-                "$set": {
-                    "state": "running",
-                    "lease_token": token,
-                    "lease_expires_at": lease_until,
-                    "ready_at": lease_until,
-                    "leased_by": self.owner,
-                    "updated_at": now,
-                },
-                "$inc": {"attempts": 1},
-            },
-            sort=[("ready_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return doc
+            "$inc": {"attempts": 1},
+        }
+        if limit == 1:  # the steady state, one slot freed at a time: one round trip
+            one = await self.jobs.collection.find_one_and_update(
+                due, lease, sort=[("ready_at", ASCENDING)], return_document=ReturnDocument.AFTER
+            )
+            return [] if one is None else [one]
+        candidates = [
+            d["_id"]
+            async for d in self.jobs.collection.find(due, {"_id": 1})
+            .sort("ready_at", ASCENDING)
+            .limit(limit)
+        ]
+        if not candidates:
+            return []
+        await self.jobs.collection.update_many({**due, "_id": {"$in": candidates}}, lease)
+        return await self.jobs.collection.find({"lease_token": token}).to_list()
 
     def _begin(self, doc: Doc) -> None:
         target = doc["target"]
@@ -516,12 +581,17 @@ class JobExecutor:
             generation=doc.get("generation", 0),
         )
         labels = (self.jobs.service, kind.name, kind.target)
-        self.metrics.running.labels(*labels).inc()
         call = JobCall(job, self.client)
-        started = time.perf_counter()
         try:
-            async with asyncio.timeout(kind.timeout_seconds):
-                result = await kind.perform(call)
+            # The cap is on calls to the target: recording the outcome does not load it.
+            async with self._slots[kind.target]:
+                self.metrics.running.labels(*labels).inc()
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(kind.timeout_seconds):
+                        result = await kind.perform(call)
+                finally:
+                    self.metrics.running.labels(*labels).dec()
         except (TransientJobError, httpx.TransportError, TimeoutError) as exc:
             self._observe(kind, call, started, exc)
             if job.attempt >= kind.max_attempts:
@@ -534,8 +604,6 @@ class JobExecutor:
         else:
             self._observe(kind, call, started, None)
             await self._finish(doc, job, "succeeded", result, None)
-        finally:
-            self.metrics.running.labels(*labels).dec()
 
     def _observe(
         self, kind: JobKind, call: JobCall, started: float, exc: BaseException | None
@@ -596,13 +664,9 @@ class JobExecutor:
             time=now,
             subject=job.key,
         )
-        try:
-            await self.publish(
-                [Outbound(self.jobs.topic, job.key.encode(), value, JobFinished.EVENT_TYPE, job.id)]
-            )
-        except Exception as exc:  # the lease runs out and the job is taken again
-            log.warning("job_outcome_unpublished", job_id=job.id, error=_describe(exc))
-            return
+        message = Outbound(self.jobs.topic, job.key.encode(), value, JobFinished.EVENT_TYPE, job.id)
+        if not await self._publish_within_lease(doc, message):
+            return  # the lease runs out and the job is taken again
         changes: Doc = {
             "state": status,
             "finished_at": now,
@@ -623,6 +687,24 @@ class JobExecutor:
             counter.labels(self.jobs.service, job.kind, job.target).inc()
             if status == "failed":
                 log.warning("job_failed", job_id=job.id, kind=job.kind, error=error)
+
+    async def _publish_within_lease(self, doc: Doc, message: Outbound) -> bool:
+        """Publish, retrying transient failures while the lease has time left: giving up
+        costs a second call to the target once the lease expired."""
+        attempt = 0
+        while True:
+            try:
+                await self._outcomes.send(message)
+                return True
+            except Exception as exc:
+                delay = backoff_seconds(attempt)
+                left = (_aware(doc["lease_expires_at"]) - datetime.now(UTC)).total_seconds()
+                if not is_transient(exc) or self._stopping or left < delay + 1:
+                    log.warning("job_outcome_unpublished", job_id=doc["_id"], error=_describe(exc))
+                    return False
+                log.info("job_outcome_publish_retrying", job_id=doc["_id"], error=_describe(exc))
+                await asyncio.sleep(delay)
+                attempt += 1
 
     async def _update_held(self, doc: Doc, update: Doc) -> bool:
         """Write only while we still hold the lease: after it expired, another executor may
@@ -655,6 +737,10 @@ class JobExecutor:
             counts[(row["_id"]["kind"], row["_id"]["target"])] = row["n"]
         for (kind, target), n in counts.items():
             self.metrics.due.labels(self.jobs.service, kind, target).set(n)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _describe(exc: BaseException) -> str:

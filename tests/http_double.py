@@ -88,3 +88,19 @@ class HttpDouble:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, 10)
+
+
+async def _serve(port: int, delay: float) -> None:
+    server = HttpDouble(delay=delay, port=port)
+    await server.start()
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # a process of its own, for benchmarks: --port N --delay S
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the HTTP double as a process")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.05)
+    options = parser.parse_args()
+    asyncio.run(_serve(options.port, options.delay))

@@ -58,6 +58,7 @@ from shared.events import JobFinished, register_internal_topics
 from shared.ids import uuid5_str
 from shared.runtime.engine import Outbound
 from shared.runtime.logging import get_logger
+from shared.runtime.timers import refuse_floats
 from shared.runtime.transient import backoff_seconds, is_transient
 from shared.topics import job_result_topic
 
@@ -221,6 +222,7 @@ class Jobs:
         """The write recording a job, for a service's own bulk write. Recording the same
         cause's job again changes nothing."""
         job_kind = self.kinds[kind]
+        refuse_floats(payload)
         job_id = job_id_for(self.service, cause_id, kind, n)
         return UpdateOne(
             {"_id": job_id},

@@ -47,6 +47,19 @@ _COMMAND_NAMESPACE = uuid.UUID("3d0b8f7e-5f7a-4b0e-8c55-2a9d6b1e4c07")
 _DUE = {"state": "scheduled"}
 
 
+def refuse_floats(value: Any, where: str = "payload") -> None:
+    """A payload travels in an event, and the contract refuses JSON floats anywhere: say so
+    where it is written (in the handler), not where it is read (a dead letter later)."""
+    if isinstance(value, float):
+        raise TypeError(f"{where} holds the float {value!r}: use a string or integer cents")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            refuse_floats(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            refuse_floats(v, f"{where}[{i}]")
+
+
 def timer_id(action: str, entity: str) -> str:
     return f"{action}:{entity}"
 
@@ -146,6 +159,7 @@ class Timers:
         """The write that (re)schedules a timer, for a service's own bulk write. A timer that
         already fired for another due time becomes scheduled again; its command in flight
         turns stale. ``only_if_missing`` leaves an existing timer as it is (backfills)."""
+        refuse_floats(payload or {})
         fields: dict[str, Any] = {
             "action": action,
             "entity": entity,

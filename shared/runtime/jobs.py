@@ -587,6 +587,8 @@ class JobExecutor:
         try:
             # The cap is on calls to the target: recording the outcome does not load it.
             async with self._slots[kind.target]:
+                if not await self._enough_lease_for(doc, kind):
+                    return  # lost it while waiting for a slot: its new holder calls
                 self.metrics.running.labels(*labels).inc()
                 started = time.perf_counter()
                 try:
@@ -606,6 +608,23 @@ class JobExecutor:
         else:
             self._observe(kind, call, started, None)
             await self._finish(doc, job, "succeeded", result, None)
+
+    async def _enough_lease_for(self, doc: Doc, kind: JobKind) -> bool:
+        """A leased job may wait for a call slot; before calling, the lease must outlast the
+        call, or another executor could take the job while it is being called. Renewed when
+        short, under the lease token."""
+        assert self.jobs is not None
+        now = datetime.now(UTC)
+        left = (_aware(doc["lease_expires_at"]) - now).total_seconds()
+        if left > kind.timeout_seconds + 1:
+            return True
+        until = now + timedelta(seconds=self.jobs.settings.lease_seconds)
+        renewed = await self._update_held(
+            doc, {"$set": {"lease_expires_at": until, "ready_at": until, "updated_at": now}}
+        )
+        if renewed:
+            doc["lease_expires_at"] = until
+        return renewed
 
     def _observe(
         self, kind: JobKind, call: JobCall, started: float, exc: BaseException | None

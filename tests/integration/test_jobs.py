@@ -161,3 +161,29 @@ async def test_concurrency_cap_and_rate_limit_per_target(
 
 async def _has_requests(remote: HttpDouble, n: int) -> bool:
     return sum(remote.requests.values()) >= n
+
+
+async def test_a_job_waiting_for_a_call_slot_never_outlives_its_lease(
+    bus: Bus, run_worker: Any, remote: HttpDouble
+) -> None:
+    """Two workers on one jobs collection, one call at a time each (each leases two ahead),
+    leases of 3 s, calls of 2 s: a worker's second job waits 2 s for the slot, and its call
+    would end past its lease, when the other worker may take it over. So before calling the
+    worker renews the lease: no job is called twice, and each has one outcome."""
+    remote.delay = 2.0
+    knobs = {"concurrency": 1, "lease_seconds": 3.0, "call_timeout_seconds": 2.5}
+    first = await run_worker(build_job_toy, JobToySettings, **knobs)
+    await run_worker(build_job_toy, JobToySettings, **knobs)
+    for i in range(4):
+        await bus.send(OrderCanceled(order_id=f"o-{i}", reason=f"call:{remote.url}"), wait=False)
+    assert bus.producer is not None
+    await bus.producer.flush()
+
+    async def all_done() -> bool:
+        return len(await outcomes(first)) == 4
+
+    await until(all_done, timeout=120, what="4 outcomes")
+    await asyncio.sleep(3.0)  # a takeover's second call would come after the outcome
+    assert remote.max_per_key == 1
+    assert set(remote.requests.values()) == {1}
+    assert all(o["count"] == 1 for o in (await outcomes(first)).values())

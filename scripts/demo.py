@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from shared.events import (
     CompanyRegistered,
     EventData,
     ExposureReleased,
+    InvoiceStateChanged,
     OrderAmountReduced,
     OrderDecided,
     OrderStateChanged,
@@ -403,6 +405,38 @@ async def shipping_act(bus: Bus, kiosk: CompanyRegistered) -> tuple[int, list[st
     return failures, lines
 
 
+# After every due date of the scenario: the late timers of invoices still unpaid fire.
+LATE_TICK = datetime(2027, 6, 1, 0, 5, tzinfo=UTC)
+EXPECTED_LATE = {"INV-1002": "o-1002"}  # credited in part, never paid
+
+
+async def late_act(bus: Bus, shipping: Process) -> int:
+    """Time passes: one tick after every due date. Each order's late timer fires on the
+    shipping worker's timer topic and its unpaid invoice turns late; returns the failures."""
+    await bus.tick(LATE_TICK)
+    late = await bus.events(
+        topics.INVOICES_STATE_CHANGED,
+        where=lambda e: isinstance(e.data, InvoiceStateChanged) and e.data.to == "late",
+        count=len(EXPECTED_LATE),
+        timeout=60,
+        settle=1.0,
+    )
+    got = {e.data.invoice_number: e.data.order_id for e in late}  # type: ignore[attr-defined]
+    failures = int(got != EXPECTED_LATE)
+    lines = [f"late invoices after a tick on {LATE_TICK:%Y-%m-%d} (fired by timers):"]
+    lines += [
+        f"  {'ok ' if got.get(n) == o else 'BAD'} {n:11} of {o}" for n, o in EXPECTED_LATE.items()
+    ]
+    lines += [
+        f"  BAD {n:11} of {o}: not expected" for n, o in got.items() if n not in EXPECTED_LATE
+    ]
+    _, metrics = shipping.get("/metrics")
+    shown = re.compile(r"worker_timers_([a-z_]+_total|due|lag_seconds)\{")
+    lines += [f"  {line}" for line in metrics.splitlines() if shown.match(line)]
+    print("\n" + "\n".join(lines))
+    return failures
+
+
 def report(
     expected: list[Expectation],
     outcome: dict[str, tuple[str, str | None, str | None]],
@@ -671,6 +705,7 @@ async def run() -> int:
         for act_failures, lines in acts:
             failures += act_failures
             print("\n".join(lines))
+        failures += await late_act(bus, shipping)
         print_shipping_metrics(shipping)
         failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
         print(

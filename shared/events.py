@@ -607,3 +607,55 @@ MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENT
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}
 for _model in _ALL_EVENTS:
     EVENT_TYPES_BY_TOPIC.setdefault(_model.TOPIC, {})[_model.EVENT_TYPE] = _model
+
+
+# -- runtime-internal events ------------------------------------------------------------------
+# Not part of the public contract (and not in the AsyncAPI document): the runtime's timers and
+# job executor talk to their own service through them, on topics named per service.
+
+
+class TimerFired(EventData):
+    """Internal, a service to itself: the timer ``action`` of ``entity`` is due at ``due_at``;
+    the tick at ``fired_at`` saw it. Its id derives from (service, action, entity, due_at)."""
+
+    EVENT_TYPE = "runtime.timer_fired.v1"
+    TOPIC = "internal.<service>.timer_fired"
+    KEY_FIELD = "entity_key"
+
+    entity_key: Identifier
+    action: Identifier
+    entity: Identifier
+    due_at: Rfc3339Time
+    fired_at: Rfc3339Time
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobFinished(EventData):
+    """Internal, a service's job executor to the service: a job's call succeeded, or failed
+    for good after its retries. Its id derives from (job, generation, status)."""
+
+    EVENT_TYPE = "runtime.job_finished.v1"
+    TOPIC = "internal.<service>.job_finished"
+    KEY_FIELD = "entity_key"
+
+    job_id: Identifier
+    kind: Identifier
+    target: Identifier
+    entity_key: Identifier
+    status: Literal["succeeded", "failed"]
+    attempts: StrictInt = Field(ge=1)
+    result: dict[str, Any] = Field(default_factory=dict)
+    error: TextOrEmpty | None = None
+
+
+MODEL_BY_TYPE.update({m.EVENT_TYPE: m for m in (TimerFired, JobFinished)})
+
+
+def register_internal_topics(service: str) -> None:
+    """Let ``service``'s workers decode their own timer and job topics (idempotent)."""
+    EVENT_TYPES_BY_TOPIC[topics.timer_topic(service)] = {TimerFired.EVENT_TYPE: TimerFired}
+    EVENT_TYPES_BY_TOPIC[topics.job_result_topic(service)] = {JobFinished.EVENT_TYPE: JobFinished}
+
+
+for _service in ("shipping", "dunning", "reconciliation", "einvoice_status"):
+    register_internal_topics(_service)

@@ -76,3 +76,14 @@ INTERNAL_TOPICS = (EXPOSURE_RELEASED,)
 def dlq_topic(topic: str) -> str:
     """Where records of ``topic`` that fail validation or processing go."""
     return f"{topic}.dlq"
+
+
+# Runtime-internal topics, one pair per service that uses timers or jobs: a due timer comes
+# back to its service as a command keyed by the entity, and a job's outcome as an event keyed
+# the same way, so each is handled by the worker that owns the entity, in its transaction.
+def timer_topic(service: str) -> str:
+    return f"internal.{service}.timer_fired"
+
+
+def job_result_topic(service: str) -> str:
+    return f"internal.{service}.job_finished"

@@ -15,12 +15,13 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.shipping import domain
-from services.shipping.store import ShippingView, ensure_indexes
+from services.shipping.store import ShippingView, backfill_late_timers, ensure_indexes
 from shared import events as ev
 from shared import topics
 from shared.envelope import state_change_json
 from shared.money import cents, from_cents
 from shared.runtime.engine import Batch, Inbound
+from shared.runtime.timers import Timers
 
 # Events that change an order, by the field naming it.
 _ORDER_EVENTS = (
@@ -187,20 +188,32 @@ class ShippingService:
         topics.INVOICES_SETTLED,
         topics.DUNNING_HANDED_OVER,
         topics.CLOCK_TICKS,
+        topics.timer_topic("shipping"),
     )
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.metrics = ShippingMetrics(registry)
+        # Late marking: one timer per order with a paid-out invoice, due the day after the
+        # earliest due date (ShippingView.flush keeps it in step with the order).
+        self.timers = Timers(self.name, registry)
         self.db: AsyncDatabase[dict[str, Any]] | None = None
 
     async def setup(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.db = db
         await ensure_indexes(db)
+        await self.timers.setup(db)
+        await backfill_late_timers(db)
 
     async def handle(self, batch: Batch) -> None:
         assert self.db is not None, "setup() runs first"
+        await self.timers.fire_due_on_ticks(batch)
         view = ShippingView(batch.session, self.db)
         await self._preload(view, batch.items)
+        late = await self.timers.claim_all(
+            batch, [i for i in batch.items if isinstance(i.data, ev.TimerFired)]
+        )
+        for item in late:
+            self._mark_late(view, batch, item)
         for item in sorted(batch.items, key=_causes_first):
             data = item.data
             if isinstance(data, ev.MerchantConfigured):
@@ -212,8 +225,6 @@ class ShippingService:
                         fee_fixed=cents(data.fee.fixed),
                     )
                 )
-            elif isinstance(data, ev.ClockTick):
-                await self._on_tick(view, batch, item, data)
             elif isinstance(data, _ORDER_EVENTS):
                 result = self._decide(view, data, item.event.id)
                 self._apply(view, batch, item, result)
@@ -223,6 +234,7 @@ class ShippingService:
 
     async def _preload(self, view: ShippingView, items: list[Inbound]) -> None:
         order_ids = [i.data.order_id for i in items if isinstance(i.data, _ORDER_EVENTS)]
+        order_ids += [i.data.entity for i in items if isinstance(i.data, ev.TimerFired)]
         await view.load_orders(order_ids)
         merchant_ids = {o.merchant_id for o in view.orders.values() if o.merchant_id}
         merchant_ids |= {i.data.merchant_id for i in items if isinstance(i.data, ev.OrderRequested)}
@@ -292,15 +304,15 @@ class ShippingService:
                 return domain.hand_over(order, data.invoice_number)
         raise AssertionError(f"unhandled {type(data).__name__}")
 
-    async def _on_tick(
-        self, view: ShippingView, batch: Batch, item: Inbound, tick: ev.ClockTick
-    ) -> None:
-        if item.is_retry:
+    def _mark_late(self, view: ShippingView, batch: Batch, item: Inbound) -> None:
+        """The order's late timer fired (at the first tick on or after its due time)."""
+        fired = item.data
+        assert isinstance(fired, ev.TimerFired)
+        if fired.entity not in view.orders:
             return
-        today = tick.now.astimezone(UTC).date()
-        for order_id in await view.load_late_candidates(today):
-            result = domain.mark_late(view.orders[order_id], today)
-            self._apply(view, batch, item, result)
+        view.late_timer_claimed.add(fired.entity)
+        today = fired.fired_at.astimezone(UTC).date()
+        self._apply(view, batch, item, domain.mark_late(view.orders[fired.entity], today))
 
     # -- storing and emitting -------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,10 +22,12 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.shipping.domain import Invoice, MerchantTerms, Money3, Order
+from shared.runtime.timers import COLLECTION as TIMERS
+from shared.runtime.timers import Timers
 from shared.runtime.transient import ConcurrencyConflict
 
 Doc = dict[str, Any]
-LATE_SCAN_LIMIT = 1000
+LATE_ACTION = "mark_late"
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
@@ -76,6 +78,43 @@ def invoice_from_doc(doc: Doc) -> Invoice:
         handed_over=doc["handed_over"],
         credit_notes=dict(doc["credit_notes"]),
     )
+
+
+def late_at(order: Order) -> datetime | None:
+    """When the order's late timer is due: the start (UTC) of the day after the earliest due
+    date among its paid-out invoices; None when it has none."""
+    due = [i.due_on for i in order.invoices if i.state == "paid_out"]
+    if not due:
+        return None
+    return datetime.combine(min(due) + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+async def backfill_late_timers(db: AsyncDatabase[Doc]) -> None:
+    """Once per database: a late timer for every order stored before late marking ran on
+    timers. Only missing timers are created; a timer that fires for an order already late
+    changes nothing (mark_late is a no-op then)."""
+    marker = {"_id": "late_timers_backfilled"}
+    if await db["migrations"].find_one(marker) is not None:
+        return
+    batch: list[Any] = []
+    async for doc in db["orders"].find({"next_due_on": {"$exists": True}}):
+        due = late_at(order_from_doc(doc))
+        if due is not None:
+            batch.append(
+                Timers.schedule_op(
+                    action=LATE_ACTION,
+                    entity=doc["_id"],
+                    key=doc["_id"],
+                    due_at=due,
+                    only_if_missing=True,
+                )
+            )
+        if len(batch) >= 1000:
+            await db[TIMERS].bulk_write(batch, ordered=False)
+            batch = []
+    if batch:
+        await db[TIMERS].bulk_write(batch, ordered=False)
+    await db["migrations"].update_one(marker, {"$set": {"done": True}}, upsert=True)
 
 
 def order_to_doc(order: Order) -> Doc:
@@ -155,6 +194,10 @@ class ShippingView:
     invoice_owners: dict[tuple[str, str], str] = field(default_factory=dict)
     dirty_orders: set[str] = field(default_factory=set)
     dirty_merchants: set[str] = field(default_factory=set)
+    # order -> when its late timer was due as loaded (None: no paid-out invoice, no timer)
+    loaded_late_at: dict[str, datetime | None] = field(default_factory=dict)
+    # orders whose late timer this batch acted on (and so removed)
+    late_timer_claimed: set[str] = field(default_factory=set)
     payouts: list[Doc] = field(default_factory=list)
     clawbacks: list[Doc] = field(default_factory=list)
 
@@ -165,23 +208,10 @@ class ShippingView:
         async for doc in self.db["orders"].find({"_id": {"$in": wanted}}, session=self.session):
             self._keep_loaded(order_from_doc(doc))
 
-    async def load_late_candidates(self, today: date) -> list[str]:
-        cursor = (
-            self.db["orders"]
-            .find({"next_due_on": {"$lt": today.isoformat()}}, session=self.session)
-            .sort("next_due_on", ASCENDING)
-            .limit(LATE_SCAN_LIMIT)
-        )
-        found = []
-        async for doc in cursor:
-            if doc["_id"] not in self.orders:
-                self._keep_loaded(order_from_doc(doc))
-            found.append(doc["_id"])
-        return found
-
     def _keep_loaded(self, order: Order) -> None:
         self.orders[order.order_id] = order
         self.loaded_versions[order.order_id] = order.version
+        self.loaded_late_at[order.order_id] = late_at(order)
 
     async def load_merchants(self, merchant_ids: Iterable[str]) -> None:
         wanted = list(set(merchant_ids) - self.merchants.keys())
@@ -254,6 +284,22 @@ class ShippingView:
             result = await self.db["orders"].bulk_write(ops, ordered=False, session=s)
             if result.matched_count != guarded:
                 raise ConcurrencyConflict("an order changed since it was read")
+        timer_ops: list[Any] = []
+        for order_id in sorted(self.dirty_orders):
+            due = late_at(self.orders[order_id])
+            claimed = order_id in self.late_timer_claimed
+            if due == self.loaded_late_at.get(order_id) and not claimed:
+                continue  # the timer already says so (or there is none to have)
+            if due is None:
+                timer_ops.append(Timers.cancel_op(LATE_ACTION, order_id))
+            else:
+                timer_ops.append(
+                    Timers.schedule_op(
+                        action=LATE_ACTION, entity=order_id, key=order_id, due_at=due
+                    )
+                )
+        if timer_ops:
+            await self.db[TIMERS].bulk_write(timer_ops, ordered=False, session=s)
         if self.payouts:
             await self.db["payouts"].insert_many(self.payouts, ordered=False, session=s)
         if self.clawbacks:

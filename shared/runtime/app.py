@@ -29,6 +29,7 @@ from prometheus_client import make_asgi_app
 from pymongo import AsyncMongoClient
 
 from shared.runtime.engine import DeadLetter, Engine, Outbound, RawRecord, Service, Stopping
+from shared.runtime.jobs import JobExecutor
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.metrics import WorkerMetrics
 from shared.runtime.settings import WorkerSettings
@@ -217,6 +218,10 @@ class Worker:
         )
         self.output = KafkaOutput(
             self.service.name, s.topic_prefix, self.metrics, s.kafka_bootstrap_servers
+        )
+        # The service's external jobs (idle when it has none), publishing through our producer.
+        self.jobs = JobExecutor.for_service(
+            self.service, self.output.publish, self.metrics.registry
         )
         self.engine = Engine(
             self.service,
@@ -411,6 +416,7 @@ class Worker:
             raise
         await self.engine.setup()
         await self.output.start()
+        await self.jobs.start()
         self._lag_task = asyncio.create_task(self._export_lag())
         self._ready_task = asyncio.create_task(self._export_ready())
         log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
@@ -425,6 +431,10 @@ class Worker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # Before the producer: calls in progress publish their outcome; a call cut short is
+        # taken again once its lease expires. Short grace: a stop must end within 10 s.
+        with contextlib.suppress(Exception):
+            await self.jobs.stop(grace_seconds=2.0)
         await self.output.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.mongo.close(), timeout=2.0)

@@ -1,0 +1,5 @@
+import sys
+
+from shared.ops.cli import main
+
+sys.exit(main())

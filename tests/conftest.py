@@ -7,6 +7,7 @@ own topic prefix and database, so tests share the broker without sharing data.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -91,6 +92,11 @@ async def run_worker(
     yield start
     databases = {w.settings.mongodb_database for w in started}
     for worker in started:
-        await worker.stop()
+        # A worker stops within 10 s whatever it is doing (docs/runtime-guarantees.md): a
+        # teardown that waits longer is a failure of that guarantee, said as such.
+        try:
+            await asyncio.wait_for(worker.stop(), timeout=15.0)
+        except TimeoutError:
+            pytest.fail(f"{worker.service.name} worker did not stop within 15 s")
     for name in databases:
         await mongo.drop_database(name)

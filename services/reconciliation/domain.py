@@ -45,6 +45,8 @@ from typing import Literal
 
 from services.reconciliation.matching import named_invoices
 from shared.ids import uuid5_hex, uuid5_str
+from shared.outcomes import Park as Park  # noqa: PLC0414 - part of this domain's answers
+from shared.outcomes import Rejection as Rejection  # noqa: PLC0414 - likewise
 
 MatchedBy = Literal["invoice_number", "exact_amount", "oldest_due", "held_credit", "merchant_debit"]
 OrderDecision = Literal["created", "declined", "waiting"]
@@ -331,24 +333,6 @@ Effect = (
     | PaymentUnmatched
     | MerchantDebitInstructed
 )
-
-
-@dataclass(frozen=True)
-class Rejection:
-    code: str  # a closed set: metric label and the start of the published reason
-    detail: str
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class Park:
-    """Refers to something not seen yet; retry later, reject with ``code`` once expired."""
-
-    code: str
-    detail: str
 
 
 @dataclass(frozen=True)

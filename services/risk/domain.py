@@ -30,6 +30,7 @@ from schwifty import IBAN
 from stdnum.eu import vat as eu_vat
 
 from services.risk.ruleset import Ruleset
+from shared.outcomes import Rejection as Rejection  # noqa: PLC0414 - part of this domain's answers
 
 DecisionState = Literal["created", "declined", "waiting"]
 # The states risk tracks: the decision's, and canceled for an order canceled while waiting.
@@ -467,16 +468,6 @@ class Released:
 
 
 Effect = Decided | StateChanged | Released
-
-
-@dataclass(frozen=True)
-class Rejection:
-    code: str  # a closed set: the metric label and the start of the published reason
-    detail: str = ""
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}" if self.detail else self.code
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, get_args
 
 from shared.ids import uuid5_hex
+from shared.outcomes import Park as Park  # noqa: PLC0414 - part of this domain's answers
+from shared.outcomes import Rejection as Rejection  # noqa: PLC0414 - likewise
 
 OrderState = Literal[
     "waiting", "created", "declined", "partially_shipped", "shipped", "complete", "canceled"
@@ -233,16 +235,6 @@ class ExposureReleased:
 
 
 @dataclass(frozen=True)
-class Rejection:
-    code: str  # a closed set: metric label and the start of the published reason
-    detail: str
-
-    @property
-    def reason(self) -> str:
-        return f"{self.code}: {self.detail}"
-
-
-@dataclass(frozen=True)
 class CancelRefused:
     """A cancel noted while the order waited, refused once risk's decision arrived."""
 
@@ -259,14 +251,6 @@ Effect = (
     | ClawbackInstructed
     | ExposureReleased
 )
-
-
-@dataclass(frozen=True)
-class Park:
-    """Refers to something not seen yet; retry later, reject with ``code`` once expired."""
-
-    code: str
-    detail: str
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from faststream.specification import AsyncAPI
 
 from shared.envelope import CloudEvent
 from shared.events import INPUT_EVENTS, INTERNAL_EVENTS, OUTPUT_EVENTS, EventData
+from shared.generated import write_or_check
 from shared.topics import dlq_topic
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
@@ -100,17 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Generate docs/asyncapi.json")
     parser.add_argument("--check", action="store_true", help="fail if the document is stale")
     args = parser.parse_args()
-    text = render(generate())
-    if args.check:
-        if not DOCUMENT.exists() or DOCUMENT.read_text() != text:
-            print(f"{DOCUMENT} is stale: run 'make asyncapi' and commit it", file=sys.stderr)
-            return 1
-        print(f"{DOCUMENT.name} is up to date")
-        return 0
-    DOCUMENT.parent.mkdir(parents=True, exist_ok=True)
-    DOCUMENT.write_text(text)
-    print(f"wrote {DOCUMENT}")
-    return 0
+    return write_or_check(DOCUMENT, render(generate()), check=args.check, make_target="asyncapi")
 
 
 if __name__ == "__main__":

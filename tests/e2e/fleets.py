@@ -10,10 +10,19 @@ from scripts.processes import Fleet, Process
 from tests.infra import Infra
 
 
-def fleet_for(infra: Infra, namespace: str, log_dir: Path, service: str, **knobs: str) -> Fleet:
-    """A fleet for ``service`` with fast batches and lag refresh, plus ``knobs`` (setting
-    names without the service prefix, e.g. ``BATCH_MAX_RECORDS="20"``), and a ticker:
-    events read before what they refer to park until a tick."""
+def fleet_for(
+    infra: Infra,
+    namespace: str,
+    log_dir: Path,
+    service: str,
+    *,
+    ticker: bool = True,
+    **knobs: str,
+) -> Fleet:
+    """A fleet for ``service`` (database ``<namespace>_<service>``) with fast batches and lag
+    refresh, plus ``knobs`` (setting names without the service prefix, e.g.
+    ``BATCH_MAX_RECORDS="20"``), and a ticker unless the test publishes its own ticks: events
+    read before what they refer to park until a tick."""
     prefix = service.upper()
     settings = {"BATCH_TIMEOUT_MS": "5", "LAG_REFRESH_SECONDS": "0.5", **knobs}
     fleet = Fleet(
@@ -27,7 +36,8 @@ def fleet_for(infra: Infra, namespace: str, log_dir: Path, service: str, **knobs
         },
         log_dir=log_dir,
     )
-    fleet.start_ticker(0.5)
+    if ticker:
+        fleet.start_ticker(0.5)
     return fleet
 
 

@@ -23,6 +23,7 @@ from scripts.processes import Fleet, Process, free_port
 from shared import topics
 from shared.events import OrderCanceled
 from shared.runtime.timers import Timers
+from tests.e2e.fleets import fleet_for
 from tests.harness import T0, Bus
 from tests.infra import Infra
 
@@ -38,18 +39,9 @@ def database(namespace: str) -> str:
 
 
 @pytest.fixture
-def fleet(infra: Infra, namespace: str, database: str, tmp_path: Path) -> Iterator[Fleet]:
-    fleet = Fleet(
-        env={
-            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
-            "MONGODB_URI": infra.mongodb_uri,
-            "TOPIC_PREFIX": f"{namespace}.",
-            "TIMERTOY_MONGODB_DATABASE": database,
-            "TIMERTOY_BATCH_TIMEOUT_MS": "5",
-            "LOG_LEVEL": "WARNING",
-        },
-        log_dir=tmp_path / "logs",
-    )
+def fleet(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[Fleet]:
+    # The test publishes its own ticks; the database is ``database`` (<namespace>_timertoy).
+    fleet = fleet_for(infra, namespace, tmp_path / "logs", "timertoy", ticker=False)
     yield fleet
     fleet.stop_all()
 

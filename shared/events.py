@@ -165,9 +165,15 @@ class RuleHit(_Part):
     detail: TextOrEmpty
 
 
+MatchedBy = Literal["invoice_number", "exact_amount", "oldest_due", "held_credit", "merchant_debit"]
+
+
 class Allocation(_Part):
     invoice_number: Identifier
     amount: Money
+    # The platform's addition to the contract's payload: how reconciliation matched this
+    # allocation. Optional so that allocations written before it existed still decode.
+    matched_by: MatchedBy | None = None
 
 
 # -- input events ---------------------------------------------------------------------------
@@ -569,6 +575,26 @@ class ExposureReleased(EventData):
     currency: Currency = "EUR"
 
 
+class CreditNoteAccepted(EventData):
+    """Internal, shipping -> reconciliation, dunning, e-invoice: shipping accepted a credit
+    note (its rule decides whether and by how much). ``amount`` is the reduction;
+    ``invoice_gross`` what the invoice is worth after it (0: the invoice is canceled).
+    Published once per accepted credit note, before the invoice's state change it may cause;
+    consumers key what they store by (invoice_number, credit_note_number)."""
+
+    EVENT_TYPE = "credit_note.accepted.v1"
+    TOPIC = topics.CREDIT_NOTES_ACCEPTED
+    KEY_FIELD = "order_id"
+
+    order_id: Identifier
+    merchant_id: Identifier
+    invoice_number: Identifier
+    credit_note_number: Identifier
+    amount: Amount
+    invoice_gross: Money
+    currency: Currency = "EUR"
+
+
 INPUT_EVENTS: tuple[type[EventData], ...] = (
     MerchantConfigured,
     CompanyRegistered,
@@ -601,7 +627,7 @@ OUTPUT_EVENTS: tuple[type[EventData], ...] = (
     DunningHandedOver,
     EinvoiceStatusChanged,
 )
-INTERNAL_EVENTS: tuple[type[EventData], ...] = (ExposureReleased,)
+INTERNAL_EVENTS: tuple[type[EventData], ...] = (ExposureReleased, CreditNoteAccepted)
 _ALL_EVENTS = INPUT_EVENTS + OUTPUT_EVENTS + INTERNAL_EVENTS
 MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENTS}
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}

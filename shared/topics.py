@@ -70,7 +70,8 @@ OUTPUT_TOPICS = (
 # Internal topics: service to service, not part of the public contract (the project's own
 # design; documented in the AsyncAPI document as internal).
 EXPOSURE_RELEASED = "internal.exposure_released"
-INTERNAL_TOPICS = (EXPOSURE_RELEASED,)
+CREDIT_NOTES_ACCEPTED = "internal.credit_notes_accepted"
+INTERNAL_TOPICS = (EXPOSURE_RELEASED, CREDIT_NOTES_ACCEPTED)
 
 
 def dlq_topic(topic: str) -> str:

@@ -235,6 +235,18 @@ class ExposureReleased:
 
 
 @dataclass(frozen=True)
+class CreditNoteAccepted:
+    """A credit note reduced an invoice by ``amount``; the invoice is now worth
+    ``invoice_gross`` (services that track open amounts take the reduction from here
+    rather than re-deciding shipping's rule)."""
+
+    invoice_number: str
+    credit_note_number: str
+    amount: Money3
+    invoice_gross: int
+
+
+@dataclass(frozen=True)
 class CancelRefused:
     """A cancel noted while the order waited, refused once risk's decision arrived."""
 
@@ -250,6 +262,7 @@ Effect = (
     | PayoutInstructed
     | ClawbackInstructed
     | ExposureReleased
+    | CreditNoteAccepted
 )
 
 
@@ -512,7 +525,10 @@ def credit_note(
     new, target = _clone_with(order, invoice_number)
     target.credited += amount.gross
     target.credit_notes[credit_note_number] = fingerprint
-    effects: list[Effect] = _release(
+    effects: list[Effect] = [
+        CreditNoteAccepted(invoice_number, credit_note_number, amount, target.open_amount)
+    ]
+    effects += _release(
         new, amount.gross, "credit_note", f"credit/{invoice_number}/{credit_note_number}"
     )
     # At zero the invoice is worth nothing either way: all that was paid out comes back.

@@ -483,6 +483,21 @@ class ShippingService:
                     ),
                 )
 
+            case domain.CreditNoteAccepted() as accepted:
+                assert order.merchant_id
+                batch.emit(
+                    item,
+                    ev.CreditNoteAccepted.model_construct(
+                        order_id=order.order_id,
+                        merchant_id=order.merchant_id,
+                        invoice_number=accepted.invoice_number,
+                        credit_note_number=accepted.credit_note_number,
+                        amount=to_amount(accepted.amount),
+                        invoice_gross=from_cents(accepted.invoice_gross),
+                        currency=currency,
+                    ),
+                )
+
     def _count_reduction(self, batch: Batch, item: Inbound, result: domain.Result) -> None:
         outcome = reduction_outcome(result, item.park_expired)
         if outcome is None:

@@ -16,6 +16,7 @@ from services.shipping.settings import ShippingSettings
 from shared import topics
 from shared.events import (
     CommandRejected,
+    CreditNoteAccepted,
     EventData,
     InvoiceIssued,
     InvoiceStateChanged,
@@ -144,6 +145,18 @@ async def test_credit_notes_before_and_after_payout(bus: Bus, run_worker: Any) -
     assert sum(amounts) == Decimal("980.75")
     invoices = transitions(await data_on(bus, topics.INVOICES_STATE_CHANGED, 3), "invoice_number")
     assert invoices["INV-1"][-1] == ("paid_out", "canceled")
+    # Each accepted credit note is published once on the internal topic, with what the
+    # invoice is worth after it: 1000.00 - 10.00 = 990.00, - 100.00 = 890.00, - 890.00 = 0.
+    accepted = await data_on(bus, topics.CREDIT_NOTES_ACCEPTED, 3, settle=1.0)
+    assert [
+        (a.credit_note_number, a.amount.gross, a.invoice_gross)
+        for a in accepted
+        if isinstance(a, CreditNoteAccepted)
+    ] == [
+        ("CN-0", Decimal("10.00"), Decimal("990.00")),
+        ("CN-1", Decimal("100.00"), Decimal("890.00")),
+        ("CN-2", Decimal("890.00"), Decimal("0.00")),
+    ]
 
 
 async def test_refused_commands_are_rejected_with_reasons_and_change_nothing(
@@ -194,6 +207,8 @@ async def test_refused_commands_are_rejected_with_reasons_and_change_nothing(
     assert order["invoices"][0]["credited_cents"] == 0
     assert await db["payouts"].count_documents({}) == 1
     assert await db["clawbacks"].count_documents({}) == 0
+    # A refused credit note is not published as accepted.
+    assert await data_on(bus, topics.CREDIT_NOTES_ACCEPTED, 0, settle=1.0) == []
     assert await db["orders"].count_documents({"_id": "o-404"}) == 0
 
 

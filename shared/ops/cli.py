@@ -12,6 +12,8 @@ per line, so it reads on a terminal and pipes into ``jq``.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -168,8 +170,19 @@ def register(commands: ServiceCommands) -> None:
     SERVICES[commands.name] = commands
 
 
+def _service_commands(name: str) -> ServiceCommands:
+    """A service extends its group in ``services/<name>/ops.py`` (a ``COMMANDS`` object, a
+    ``ServiceCommands`` subclass); without one it has the runtime's commands only."""
+    module_name = f"services.{name}.ops"
+    if importlib.util.find_spec(module_name) is None:
+        return ServiceCommands(name)
+    commands = importlib.import_module(module_name).COMMANDS
+    assert isinstance(commands, ServiceCommands), f"{module_name}.COMMANDS"
+    return commands
+
+
 for _name in ("risk", "shipping", "dunning", "reconciliation", "einvoice_status"):
-    register(ServiceCommands(_name))
+    register(_service_commands(_name))
 
 
 def build_parser() -> argparse.ArgumentParser:

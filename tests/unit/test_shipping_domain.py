@@ -151,12 +151,20 @@ def test_credit_notes_claw_back_what_was_paid_above_the_new_amount() -> None:
     payout = shipped.invoices[0].payout
     assert payout == 9_785
     small = credit(shipped, "INV-1", "CN-1", 40)  # worth 9_960 >= 9_785: nothing back
-    assert kinds(small) == ["ExposureReleased"] and released(small) == 40
+    assert kinds(small) == ["CreditNoteAccepted", "ExposureReleased"] and released(small) == 40
+    accepted = small.effects[0]
+    assert isinstance(accepted, d.CreditNoteAccepted)
+    assert (accepted.credit_note_number, accepted.amount.gross, accepted.invoice_gross) == (
+        "CN-1",
+        40,
+        9_960,
+    )
     bigger = credit(small.order, "INV-1", "CN-2", 1_000)  # worth 8_960: 825 back
     back = [e for e in bigger.effects if isinstance(e, d.ClawbackInstructed)]
     assert [c.amount for c in back] == [825]
     rest = credit(bigger.order, "INV-1", "CN-3", 8_960)  # fully credited: canceled
     assert [type(e).__name__ for e in rest.effects] == [
+        "CreditNoteAccepted",
         "ExposureReleased",
         "ClawbackInstructed",
         "InvoiceStateChanged",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import difflib
 import json
 import os
@@ -33,8 +34,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaProducer
-from pymongo import ASCENDING, MongoClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import ASCENDING, AsyncMongoClient, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -46,7 +48,11 @@ from shared.runtime.dead_letters import (
     REPLAY_ID_HEADER,
     REPLAY_OF_HEADER,
     STATES,
+    DeadLetterStore,
+    NewDeadLetter,
+    producer_headers,
 )
+from shared.topics import dlq_topic
 
 if TYPE_CHECKING:
     from shared.ops.cli import ServiceCommands
@@ -139,7 +145,7 @@ def add_dead_letter_commands(groups: Any, commands: ServiceCommands) -> None:
     handlers = DeadLetterCommands(commands.name)
     group = groups.add_parser(
         "dlq",
-        help="dead letters: list, show, summary, replay, correct, discard",
+        help="dead letters: list, show, summary, replay, correct, discard, sync",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -178,6 +184,28 @@ def add_dead_letter_commands(groups: Any, commands: ServiceCommands) -> None:
     _stores(summary)
     summary.set_defaults(handler=handlers.summary)
 
+    sync = sub.add_parser(
+        "sync",
+        help="copy dead letters from the <topic>.dlq topics into the ops store (backfill)",
+        description="Read the dead-letter topics from the beginning and add to the ops store "
+        "every dead letter of this service it does not hold yet (idempotent; a truncated one "
+        "with its full bytes from the worker's dead_letter_bodies). Workers write each dead "
+        "letter to the ops store themselves; this is for records dead-lettered before they "
+        "did, or by a worker pointed at another ops database.",
+    )
+    sync.add_argument(
+        "--topic",
+        action="append",
+        help="a source topic whose .dlq to read, e.g. orders.shipped; repeatable (default: "
+        "every <prefix>*.dlq topic)",
+    )
+    sync.add_argument(
+        "--topic-prefix",
+        default=os.environ.get("TOPIC_PREFIX", ""),
+        help="the deployment's topic prefix (default: $TOPIC_PREFIX, else none)",
+    )
+    _stores(sync, kafka=True)
+    sync.set_defaults(handler=handlers.sync)
     _add_actions(sub, handlers)
 
 
@@ -703,6 +731,93 @@ class DeadLetterCommands:
         event["id"] = event_id  # the original's: only the first correction handled acts
         return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
+    def sync(self, args: argparse.Namespace, db: Database[Doc]) -> int:
+        def go() -> int:
+            read, added = asyncio.run(self._sync(args))
+            _print({"summary": {"read": read, "added": added}})
+            return EXIT_OK
+
+        return self.run(go)
+
+    async def _sync(self, args: argparse.Namespace) -> tuple[int, int]:
+        prefix: str = args.topic_prefix
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=args.kafka_bootstrap_servers, enable_auto_commit=False
+        )
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            args.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000
+        )
+        await consumer.start()
+        try:
+            partitions = await _dead_letter_partitions(args, prefix)
+            if not partitions:
+                return 0, 0
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            letters: list[NewDeadLetter] = []
+            read = 0
+            remaining = {tp for tp in partitions if ends[tp] > await consumer.position(tp)}
+            deadline = asyncio.get_running_loop().time() + 300
+            while remaining:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise CommandError("the dead-letter topics did not read to their end in 5 min")
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for records in batch.values():
+                    for record in records:
+                        read += 1
+                        letter = await self._letter_of(record, prefix, client)
+                        if letter is not None:
+                            letters.append(letter)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+            store = DeadLetterStore(client[args.ops_database])
+            await store.setup()
+            added = 0
+            for start in range(0, len(letters), 500):
+                added += await store.record(letters[start : start + 500])
+            return read, added
+        finally:
+            # aiokafka's group-less consumer may re-raise the cancellation of its own
+            # background task when stopped soon after it started: nothing of ours.
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer.stop()
+            await client.close()
+
+    async def _letter_of(
+        self, record: ConsumerRecord[bytes, bytes], prefix: str, client: AsyncMongoClient[Doc]
+    ) -> NewDeadLetter | None:
+        headers = {k: v.decode(errors="replace") for k, v in record.headers}
+        if headers.get("dlq-consumer-group") != self.service or "dlq-source-topic" not in headers:
+            return None
+        key, value, kept = record.key, record.value, tuple(record.headers)
+        full_at = headers.get("dlq-full-record")
+        if headers.get("dlq-truncated") == "true" and full_at and "." in full_at:
+            # "<database>.dead_letter_bodies/<id>": the worker kept the whole record there.
+            database, _, rest = full_at.partition(".")
+            collection, _, body_id = rest.partition("/")
+            body = await client[database][collection].find_one({"_id": body_id})
+            if body is not None:
+                key = None if body.get("key") is None else bytes(body["key"])
+                value = None if body.get("value") is None else bytes(body["value"])
+                kept = tuple((k, bytes(v)) for k, v in body.get("headers", []))
+        source = headers["dlq-source-topic"]
+        return NewDeadLetter(
+            service=self.service,
+            topic=source.removeprefix(prefix),
+            physical_topic=source,
+            partition=int(headers.get("dlq-source-partition", "0")),
+            offset=int(headers.get("dlq-source-offset", "0")),
+            key=key,
+            value=value,
+            headers=tuple(producer_headers(kept)),
+            kind=headers.get("dlq-error-kind", "unknown"),
+            error=headers.get("dlq-error", ""),
+            arrived_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+            synced_from=f"{record.topic}/{record.partition}/{record.offset}",
+        )
+
     def discard(self, args: argparse.Namespace, db: Database[Doc]) -> int:
         def go() -> int:
             operator = _operator(args)
@@ -718,6 +833,27 @@ class DeadLetterCommands:
             return EXIT_OK
 
         return self.run(go)
+
+
+async def _dead_letter_partitions(args: argparse.Namespace, prefix: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=args.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    wanted = {dlq_topic(prefix + t) for t in args.topic or ()}
+    return [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in sorted(described, key=lambda t: str(t["topic"]))
+        if topic["error_code"] == 0
+        and (
+            topic["topic"] in wanted
+            if wanted
+            else topic["topic"].startswith(prefix) and topic["topic"].endswith(".dlq")
+        )
+        for partition in topic["partitions"]
+    ]
 
 
 def _read(path: str) -> bytes:

@@ -60,6 +60,10 @@ class NewDeadLetter:
     headers: tuple[tuple[str, bytes], ...]
     kind: str
     error: str
+    # When it was dead-lettered, if not now (``dlq sync``: the dead-letter record's time).
+    arrived_at: datetime | None = None
+    # Where ``dlq sync`` found it (``<topic>.dlq/<partition>/<offset>``), for the history.
+    synced_from: str | None = None
 
 
 def producer_headers(headers: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -93,10 +97,11 @@ class DeadLetterStore:
         )
         await self.collection.create_index([("replay_of", ASCENDING)], sparse=True)
 
-    async def record(self, letters: Sequence[NewDeadLetter]) -> None:
-        """Idempotent: a letter already stored (same place) is left as it is."""
+    async def record(self, letters: Sequence[NewDeadLetter]) -> int:
+        """Idempotent: a letter already stored (same place) is left as it is. Returns how
+        many were new."""
         if not letters:
-            return
+            return 0
         now = datetime.now(UTC)
         ops: list[UpdateOne] = []
         for letter in letters:
@@ -120,9 +125,16 @@ class DeadLetterStore:
                 "headers": [[k, v] for k, v in producer_headers(letter.headers)],
                 "kind": letter.kind,
                 "error": letter.error,
-                "arrived_at": now,
+                "arrived_at": letter.arrived_at or now,
                 "state": "pending",
-                "history": [{"at": now, "action": "dead_lettered", "by": letter.service}],
+                "history": [
+                    {
+                        "at": letter.arrived_at or now,
+                        "action": "dead_lettered",
+                        "by": letter.service,
+                    }
+                    | ({"synced_from": letter.synced_from} if letter.synced_from else {})
+                ],
                 **_event_fields(letter.value),
             }
             if replay_of is not None:
@@ -131,7 +143,8 @@ class DeadLetterStore:
                     UpdateOne({"_id": replay_of}, {"$addToSet": {"dead_lettered_again": id_}})
                 )
             ops.append(UpdateOne({"_id": id_}, {"$setOnInsert": doc}, upsert=True))
-        await self.collection.bulk_write(ops, ordered=False)
+        result = await self.collection.bulk_write(ops, ordered=False)
+        return result.upserted_count
 
     async def pending_counts(
         self, service: str

@@ -132,7 +132,7 @@ async def test_malformed_shipment_is_listed_shown_corrected_once_and_bad_command
     correction yields one invoice and one payout; replaying it and correcting it a second
     time yield nothing more: the worker takes both as duplicates, and what it re-publishes
     carries the same event ids and the same payout id."""
-    worker = await run_worker(build_worker, ShippingSettings)
+    worker = await run_worker(build_worker, ShippingSettings, dead_letter_refresh_seconds=0.5)
     ops = Operator(infra, f"{namespace}_ops")
     store = mongo[f"{namespace}_ops"]["dead_letters"]
     await _approved(bus, ["o-1"])
@@ -243,6 +243,15 @@ async def test_malformed_shipment_is_listed_shown_corrected_once_and_bad_command
     assert '"shipped_at": "2026-11-20T09:00:00Z"' in doc["history"][1]["diff"]
     assert isinstance(doc["history"][1]["at"], datetime)
     assert "lease" not in doc
+    # The operators' actions as counters, read back from the ops store by the worker.
+    actions: dict[tuple[str, str], int] = worker.metrics.dead_letter_actions.values
+
+    def counted() -> bool:
+        return actions.get(("shipping", "corrected")) == 2 and (
+            actions.get(("shipping", "replayed")) == 1
+        )
+
+    await _until(lambda: asyncio.sleep(0, counted()), f"the action counters, got {actions}")
 
 
 async def test_replay_after_a_fix_acts_while_the_cause_persists_it_dead_letters_again(
@@ -422,3 +431,51 @@ async def test_a_dead_letter_kafka_deleted_is_still_pending_with_its_bytes(
         await asyncio.to_thread(broker.stop)
         for name in (f"{namespace}_shipping", f"{namespace}_ops"):
             await mongo.drop_database(name)
+
+
+async def test_sync_copies_dead_letters_an_older_worker_left_on_the_topic_once(
+    bus: Bus, mongo: AsyncMongoClient[dict[str, Any]], infra: Infra, namespace: str
+) -> None:
+    """`dlq sync` backfills the ops store from <topic>.dlq: a record a worker dead-lettered
+    before it wrote to the ops store (put on the topic here with the worker's dlq-* headers)
+    shows up in `dlq list` with its error and original bytes; another service's dead letter
+    on the same topic does not; a second sync adds nothing."""
+    ops = Operator(infra, f"{namespace}_ops")
+    value = _malformed_shipment("o-7", "INV-7", "ev-7")
+    source = bus.topic(topics.ORDERS_SHIPPED)
+
+    def headers(group: str, offset: int) -> list[tuple[str, bytes]]:
+        return [
+            ("ce_type", b"orders.shipped"),
+            ("dlq-error-kind", b"schema"),
+            ("dlq-error", b"data.shipped_at: no zone"),
+            ("dlq-source-topic", source.encode()),
+            ("dlq-source-partition", b"0"),
+            ("dlq-source-offset", str(offset).encode()),
+            ("dlq-consumer-group", group.encode()),
+        ]
+
+    dlq = topics.dlq_topic(topics.ORDERS_SHIPPED)
+    await bus.send_raw(dlq, value, key=b"o-7", headers=headers("shipping", 3))
+    await bus.send_raw(dlq, value, key=b"o-7", headers=headers("risk", 3))
+    try:
+        synced = await ops.lines(
+            "sync", "--topic", topics.ORDERS_SHIPPED, "--topic-prefix", bus.prefix
+        )
+        assert synced[-1]["summary"] == {"read": 2, "added": 1}
+        again = await ops.lines("sync", "--topic-prefix", bus.prefix)
+        assert again[-1]["summary"] == {"read": 2, "added": 0}
+        listed = await ops.lines("list")
+        assert [(line["id"], line["kind"], line["error"]) for line in listed[:-1]] == [
+            (f"shipping:{source}/0/3", "schema", "data.shipped_at: no zone")
+        ]
+        code, out, err = await ops.run("show", listed[0]["id"])
+        assert code == 0, err
+        shown = json.loads(out)
+        assert (shown["value"]["id"], shown["topic"], shown["headers"]) == (
+            "ev-7",
+            topics.ORDERS_SHIPPED,
+            {"ce_type": "orders.shipped"},
+        )
+    finally:
+        await mongo.drop_database(f"{namespace}_ops")

@@ -14,7 +14,7 @@ from scripts.processes import REPO
 from shared.ops.cli import SERVICES, build_parser
 from shared.ops.dead_letters import DeadLetterCommands
 
-DLQ_COMMANDS = ("list", "show", "summary", "replay", "correct", "discard")
+DLQ_COMMANDS = ("list", "show", "summary", "replay", "correct", "discard", "sync")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

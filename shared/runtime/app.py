@@ -396,9 +396,9 @@ class Worker:
             kept = await _retention_ms(
                 admin, [self.settings.topic_prefix + t for t in self.service.input_topics]
             )
+            await self._check_dead_letter_retention(admin)
         finally:
             await admin.close()
-        await self._check_dead_letter_retention()
         inbox_ms = self.settings.inbox_ttl_days * 86_400_000
         too_long = {t: ms for t, ms in kept.items() if ms is None or ms > inbox_ms}
         if too_long:
@@ -413,19 +413,13 @@ class Worker:
                 "the retention, or lower the topics' retention.ms (and use cleanup.policy=delete)"
             )
 
-    async def _check_dead_letter_retention(self) -> None:
+    async def _check_dead_letter_retention(self, admin: AIOKafkaAdminClient) -> None:
         """Refuse to start when a dead-letter topic keeps records for less than documented
         (``dlq_min_retention_days``): the ops store holds every dead letter first, and the
         topic is the second copy an operator may read with a Kafka console."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
-        await admin.start()
-        try:
-            kept = await _retention_ms(
-                admin,
-                [dlq_topic(self.settings.topic_prefix + t) for t in self.service.input_topics],
-            )
-        finally:
-            await admin.close()
+        kept = await _retention_ms(
+            admin, [dlq_topic(self.settings.topic_prefix + t) for t in self.service.input_topics]
+        )
         least_ms = self.settings.dlq_min_retention_days * 86_400_000
         too_short = {t: ms for t, ms in kept.items() if ms is not None and ms < least_ms}
         if too_short:

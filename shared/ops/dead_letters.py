@@ -159,7 +159,10 @@ def add_dead_letter_commands(groups: Any, commands: ServiceCommands) -> None:
     )
     _filters(listing)
     listing.add_argument(
-        "--state", action="append", choices=STATES, help="repeatable (default: every state)"
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only this state; repeatable (default: every state, pending first)",
     )
     listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     _stores(listing)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from pymongo import ASCENDING, AsyncMongoClient, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -556,6 +557,19 @@ class DeadLetterCommands:
         collection.update_one({"_id": id_, "lease.id": action_id}, {"$unset": {"lease": ""}})
 
     def _send(
+        self, sender: _Sender, doc: Doc, value: bytes | None, action_id: str, operator: str
+    ) -> Doc:
+        try:
+            return self._send_once(sender, doc, value, action_id, operator)
+        except KafkaError as exc:
+            # Maybe sent, maybe not: the state is left as it was, and sending it again is a
+            # duplicate to the consuming inbox, never a second effect.
+            raise CommandError(
+                f"sending {doc['_id']} to {doc['source']['topic']} failed ({exc!r}); its state "
+                f"is still {doc['state']}: run the command again once Kafka answers"
+            ) from exc
+
+    def _send_once(
         self, sender: _Sender, doc: Doc, value: bytes | None, action_id: str, operator: str
     ) -> Doc:
         key = None if doc.get("key") is None else bytes(doc["key"])

@@ -652,6 +652,7 @@ async def run() -> int:
             "RISK_PARK_TTL_SECONDS": "5",
             "SHIPPING_MONGODB_DATABASE": f"demo{stamp}_shipping",
             "SHIPPING_PARK_TTL_SECONDS": "10",
+            "OPS_MONGODB_DATABASE": f"demo{stamp}_ops",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(REPO, ".local", "demo", stamp),

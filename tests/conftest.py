@@ -82,7 +82,7 @@ async def run_worker(
             mongodb_database=f"{namespace}_{settings_class.__name__.lower()}",
             batch_timeout_ms=10,
             lag_refresh_seconds=0.5,
-            **overrides,
+            **({"ops_mongodb_database": f"{namespace}_ops"} | overrides),
         )
         worker = build(settings)
         await worker.start()
@@ -90,7 +90,9 @@ async def run_worker(
         return worker
 
     yield start
-    databases = {w.settings.mongodb_database for w in started}
+    databases = {w.settings.mongodb_database for w in started} | {
+        w.settings.ops_mongodb_database for w in started
+    }
     for worker in started:
         # A worker stops within 10 s whatever it is doing (docs/runtime-guarantees.md): a
         # teardown that waits longer is a failure of that guarantee, said as such.

@@ -45,6 +45,8 @@ class PrivateBroker:
     controller_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # More server.properties lines, e.g. a short log.retention.check.interval.ms.
+    properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -80,6 +82,7 @@ class PrivateBroker:
                     "share.coordinator.state.topic.replication.factor=1",
                     "share.coordinator.state.topic.min.isr=1",
                     "group.initial.rebalance.delay.ms=0",
+                    *(f"{k}={v}" for k, v in self.properties.items()),
                     "",
                 ]
             )

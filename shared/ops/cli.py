@@ -1,8 +1,11 @@
-"""Look at and act on a service's timers and external jobs, straight in its MongoDB database.
+"""Look at and act on a service's timers and external jobs, straight in its MongoDB database,
+and on its dead letters (kept in the ops store; replays and corrections go through Kafka).
 
     python -m shared.ops shipping timers due
     python -m shared.ops einvoice_status jobs list --state failed
     python -m shared.ops einvoice_status jobs requeue <job-id>
+    python -m shared.ops shipping dlq list
+    python -m shared.ops shipping dlq replay <dead-letter-id>
 
 The database is the service's (``<SERVICE>_MONGODB_DATABASE``, else its default name) at
 ``MONGODB_URI``; ``--mongodb-uri`` and ``--database`` override both. Output is one JSON object
@@ -24,6 +27,7 @@ from typing import Any
 from pymongo import ASCENDING, MongoClient
 from pymongo.database import Database
 
+from shared.ops.dead_letters import add_dead_letter_commands
 from shared.runtime import jobs, timers
 
 Doc = dict[str, Any]
@@ -96,6 +100,8 @@ class ServiceCommands:
         )
         requeue.add_argument("job_id", help="the job's id, as listed")
         requeue.set_defaults(handler=self.jobs_requeue)
+
+        add_dead_letter_commands(groups, self)
 
     # -- the commands ---------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
     for name, commands in sorted(SERVICES.items()):
-        sub = services.add_parser(name, help=f"{name}: timers and jobs")
+        sub = services.add_parser(name, help=f"{name}: timers, jobs, dead letters")
         sub.add_argument(
             "--mongodb-uri",
             default=os.environ.get("MONGODB_URI", _DEFAULT_URI),

@@ -28,10 +28,11 @@ from faststream.message import StreamMessage
 from prometheus_client import make_asgi_app
 from pymongo import AsyncMongoClient
 
+from shared.runtime.dead_letters import DeadLetterStore
 from shared.runtime.engine import DeadLetter, Engine, Outbound, RawRecord, Service, Stopping
 from shared.runtime.jobs import JobExecutor
 from shared.runtime.logging import configure_logging, get_logger
-from shared.runtime.metrics import WorkerMetrics
+from shared.runtime.metrics import DEAD_LETTER_KINDS, WorkerMetrics
 from shared.runtime.settings import WorkerSettings
 from shared.runtime.transient import ProducerReset, is_producer_state_lost
 from shared.topics import dlq_topic
@@ -199,6 +200,7 @@ class Worker:
             s.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000
         )
         self.db = self.mongo[s.mongodb_database]
+        self.dead_letter_store = DeadLetterStore(self.mongo[s.ops_mongodb_database])
         self.broker = KafkaBroker(
             s.kafka_bootstrap_servers,
             client_id=f"{self.service.name}-worker",
@@ -232,6 +234,7 @@ class Worker:
             inbox_ttl=timedelta(days=s.inbox_ttl_days),
             park_ttl=timedelta(seconds=s.park_ttl_seconds),
             max_record_bytes=s.max_record_bytes,
+            dead_letter_store=self.dead_letter_store,
         )
         self.group_id = s.topic_prefix + self.service.name
         self.subscriber = self.broker.subscriber(
@@ -250,6 +253,7 @@ class Worker:
         self.subscriber(self._on_batch)
         self._lag_task: asyncio.Task[None] | None = None
         self._ready_task: asyncio.Task[None] | None = None
+        self._dead_letter_task: asyncio.Task[None] | None = None
         # Set when closing: the background loops end on it even if a cancellation is lost
         # inside a library's own timeout (seen: a test's teardown waiting 300 s on one).
         self._closing = False
@@ -392,6 +396,7 @@ class Worker:
             kept = await _retention_ms(
                 admin, [self.settings.topic_prefix + t for t in self.service.input_topics]
             )
+            await self._check_dead_letter_retention(admin)
         finally:
             await admin.close()
         inbox_ms = self.settings.inbox_ttl_days * 86_400_000
@@ -408,6 +413,25 @@ class Worker:
                 "the retention, or lower the topics' retention.ms (and use cleanup.policy=delete)"
             )
 
+    async def _check_dead_letter_retention(self, admin: AIOKafkaAdminClient) -> None:
+        """Refuse to start when a dead-letter topic keeps records for less than documented
+        (``dlq_min_retention_days``): the ops store holds every dead letter first, and the
+        topic is the second copy an operator may read with a Kafka console."""
+        kept = await _retention_ms(
+            admin, [dlq_topic(self.settings.topic_prefix + t) for t in self.service.input_topics]
+        )
+        least_ms = self.settings.dlq_min_retention_days * 86_400_000
+        too_short = {t: ms for t, ms in kept.items() if ms is not None and ms < least_ms}
+        if too_short:
+            shown = ", ".join(
+                f"{t}: {ms / 86_400_000:g} days" for t, ms in sorted(too_short.items())
+            )
+            raise RetentionMismatch(
+                f"dead-letter topics keep records for less than the documented "
+                f"{self.settings.dlq_min_retention_days:g} days ({shown}); raise their "
+                "retention.ms (docs/dead-letters.md)"
+            )
+
     async def open_resources(self) -> None:
         self._closing = False
         configure_logging(self.settings.log_level)
@@ -416,7 +440,7 @@ class Worker:
         try:
             await self.check_retention()
         except RetentionMismatch as exc:
-            log.critical("inbox_shorter_than_retention_refusing_to_start", error=str(exc))
+            log.critical("retention_mismatch_refusing_to_start", error=str(exc))
             self.metrics.unwatch_gc()
             await self.mongo.close()
             raise
@@ -425,6 +449,7 @@ class Worker:
         await self.jobs.start()
         self._lag_task = asyncio.create_task(self._export_lag())
         self._ready_task = asyncio.create_task(self._export_ready())
+        self._dead_letter_task = asyncio.create_task(self._export_dead_letters())
         log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
 
     async def close_resources(self) -> None:
@@ -433,7 +458,9 @@ class Worker:
             # its commit may fail once the consumer is gone
             await asyncio.wait_for(self._settle_previous(), timeout=2.0)
         self._closing = True
-        background = [t for t in (self._lag_task, self._ready_task) if t is not None]
+        background = [
+            t for t in (self._lag_task, self._ready_task, self._dead_letter_task) if t is not None
+        ]
         for task in background:
             task.cancel()
         if background:  # bounded: a loop that lost its cancellation ends on _closing
@@ -480,6 +507,30 @@ class Worker:
                     self._last_progress = time.monotonic()  # nothing to do is not a stall
             except Exception as exc:  # lag is advisory: never let it take the worker down
                 log.debug("lag_export_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _export_dead_letters(self) -> None:
+        """Pending dead letters and the operators' actions, read back from the ops store."""
+        m = self.metrics
+        name = self.service.name
+        while not self._closing:
+            try:
+                store = self.dead_letter_store
+                counts, oldest = await asyncio.wait_for(store.pending_counts(name), 5.0)
+                actions = await asyncio.wait_for(store.action_counts(name), 5.0)
+                m.dead_letters_pending.clear()
+                m.dead_letters_oldest_pending.clear()
+                topics = {*self.service.input_topics, *(t for t, _ in counts)}
+                for topic in topics:
+                    for kind in {*DEAD_LETTER_KINDS, *(k for t, k in counts if t == topic)}:
+                        m.dead_letters_pending.labels(name, topic, kind).set(
+                            counts.get((topic, kind), 0)
+                        )
+                    m.dead_letters_oldest_pending.labels(name, topic).set(oldest.get(topic, 0.0))
+                for action, count in actions.items():
+                    m.dead_letter_actions.values[(name, action)] = count
+            except Exception as exc:  # advisory, like the lag
+                log.debug("dead_letter_export_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self.settings.dead_letter_refresh_seconds)
 
     async def _export_ready(self) -> None:
         gauge = self.metrics.ready.labels(self.service.name)

@@ -49,6 +49,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.envelope import CloudEvent, ContractError, encode_wire, parse_event
 from shared.events import ClockTick, CommandRejected, EventData
 from shared.ids import uuid5_str
+from shared.runtime.dead_letters import DeadLetterStore, NewDeadLetter
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
 from shared.runtime.transient import (
@@ -255,6 +256,7 @@ class Engine:
         inbox_ttl: timedelta = timedelta(days=14),
         park_ttl: timedelta = timedelta(minutes=5),
         max_record_bytes: int = 1_000_000,
+        dead_letter_store: DeadLetterStore | None = None,
     ) -> None:
         self.service = service
         self.db = db
@@ -267,6 +269,7 @@ class Engine:
         self.inbox = db["inbox"]
         self.parked = db["parked"]
         self.dead_letter_bodies = db["dead_letter_bodies"]
+        self.dead_letter_store = dead_letter_store
         self._stop = asyncio.Event()
 
     @property
@@ -283,6 +286,8 @@ class Engine:
         await self.inbox.create_index([("trigger", ASCENDING)], sparse=True, name="trigger_sparse")
         await self.inbox.create_index("expire_at", expireAfterSeconds=0)
         await self.parked.create_index([("parked_since", ASCENDING)])
+        if self.dead_letter_store is not None:
+            await self.dead_letter_store.setup()
         await self.service.setup(self.db)
 
     def logical_topic(self, physical: str) -> str:
@@ -324,6 +329,28 @@ class Engine:
             await self._retry("publish", self.publisher.publish, outputs)
 
     async def _dead_letter(self, dead: Sequence[DeadLetter]) -> None:
+        if self.dead_letter_store is not None:
+            # Full bytes in the ops store before the offset is committed past the record: the
+            # dead-letter topic's retention can then never drop it from the pending list.
+            await self._retry(
+                "store",
+                self.dead_letter_store.record,
+                [
+                    NewDeadLetter(
+                        service=self.service.name,
+                        topic=self.logical_topic(d.record.topic),
+                        physical_topic=d.record.topic,
+                        partition=d.record.partition,
+                        offset=d.record.offset,
+                        key=d.record.key,
+                        value=d.record.value,
+                        headers=d.record.headers,
+                        kind=d.kind,
+                        error=d.error,
+                    )
+                    for d in dead
+                ],
+            )
         letters = [await self._fit_for_broker(letter) for letter in dead]
         await self._retry("publish", self.publisher.dead_letter, letters, self.service.name)
         for letter in letters:
@@ -476,8 +503,16 @@ class Engine:
                 await self._dead_letter(
                     [DeadLetter(_record_of(record), "processing", _describe(exc))]
                 )
-                await self._retry("store", self.parked.delete_one, {"_id": doc["_id"]})
+                await self._retry("store", self._unpark_dead_lettered, doc["_id"])
         return outputs
+
+    async def _unpark_dead_lettered(self, event_id: str) -> None:
+        """Parking wrote an inbox record under the event's own id; a dead-lettered event was
+        not handled, so that record goes with the parked one: the first replay after a fix
+        must act, not be taken for a duplicate."""
+        async with self.db.client.start_session() as session, await session.start_transaction():
+            await self.inbox.delete_one({"_id": event_id}, session=session)
+            await self.parked.delete_one({"_id": event_id}, session=session)
 
     async def _transact(
         self,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from shared.envelope import ErrorKind
 
@@ -18,6 +19,33 @@ DEAD_LETTER_KINDS = (*get_args(ErrorKind), "processing")
 RETRIED_STAGES = ("store", "publish", "commit")
 PERMANENT_STAGES = ("store", "publish", "commit", "decode")
 GC_GENERATIONS = ("0", "1", "2")
+DEAD_LETTER_ACTIONS = ("replayed", "corrected", "discarded")
+
+
+class StoredActionCounts:
+    """A counter whose value is kept in the ops store, not in this process: the operators'
+    replays, corrections and discards, counted from the dead letters' histories (never
+    deleted, so the count only grows). The worker refreshes ``values``."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], int] = {}
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "worker_dead_letter_actions",
+            "Operators' actions on dead letters (dlq replay, correct, discard), as recorded in "
+            "the ops store; every worker of a service exports the same count.",
+            labels=["service", "action"],
+        )
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for (service, action), count in sorted(self.values.items()):
+            family.add_metric([service, action], count)
+        yield family
 
 
 @dataclass
@@ -99,6 +127,20 @@ class WorkerMetrics:
             ["service", "topic", "partition"],
             registry=r,
         )
+        self.dead_letters_pending = Gauge(
+            "worker_dead_letters_pending",
+            "Dead letters no operator has replayed, corrected or discarded yet (ops store).",
+            ["service", "topic", "kind"],
+            registry=r,
+        )
+        self.dead_letters_oldest_pending = Gauge(
+            "worker_dead_letters_oldest_pending_seconds",
+            "Age of the oldest pending dead letter per topic (0: none pending).",
+            ["service", "topic"],
+            registry=r,
+        )
+        self.dead_letter_actions = StoredActionCounts()
+        r.register(self.dead_letter_actions)
         self.gc_pause = Histogram(
             "worker_gc_pause_seconds",
             "Pauses of Python's cyclic garbage collector, by generation.",
@@ -121,6 +163,8 @@ class WorkerMetrics:
             self.transient_errors.labels(service, stage)
         for stage in PERMANENT_STAGES:
             self.permanent_errors.labels(service, stage)
+        for action in DEAD_LETTER_ACTIONS:
+            self.dead_letter_actions.values.setdefault((service, action), 0)
         self.stopped.labels(service).set(0)
         self.parked.labels(service)
         self.batch_size.labels(service)

@@ -26,6 +26,11 @@ class WorkerSettings(BaseSettings):
     topic_prefix: str = Field(default="", validation_alias=AliasChoices("TOPIC_PREFIX"))
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
 
+    # The ops database: dead letters of every service, acted on by ``shared.ops ... dlq``.
+    ops_mongodb_database: str = Field(
+        default="ops", validation_alias=AliasChoices("OPS_MONGODB_DATABASE")
+    )
+
     mongodb_database: str = "paylater"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -54,5 +59,12 @@ class WorkerSettings(BaseSettings):
     # SIGTERM to exit, whatever the worker is doing: retry loops give up, the batch in hand
     # is left uncommitted (replayed on the next start), and past this the process exits.
     shutdown_timeout_seconds: float = 8.0
+    # The least time a dead-letter topic must keep its records (the worker refuses to start
+    # otherwise): the ops store has every dead letter before its offset is committed, and the
+    # topic is the operator's second copy. docs/dead-letters.md.
+    dlq_min_retention_days: float = 1.0
+    # How often the pending dead letters (gauge) and the operators' actions (counter) are
+    # read back from the ops store.
+    dead_letter_refresh_seconds: float = 15.0
     # Readiness fails when records wait and no batch was committed for this long.
     stall_seconds: float = 60.0

@@ -31,6 +31,7 @@ def fleet_for(
             "MONGODB_URI": infra.mongodb_uri,
             "TOPIC_PREFIX": f"{namespace}.",
             f"{prefix}_MONGODB_DATABASE": f"{namespace}_{service}",
+            "OPS_MONGODB_DATABASE": f"{namespace}_ops",
             "LOG_LEVEL": "WARNING",
             **{f"{prefix}_{name}": value for name, value in settings.items()},
         },

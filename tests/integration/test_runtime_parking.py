@@ -75,3 +75,23 @@ async def test_several_ticks_in_one_batch_retry_a_parked_event_once(
     assert [e.data.reason for e in rejected if isinstance(e.data, CommandRejected)] == ["expired"]
     assert await effects(again) == {"p": 1, "retry:p": 1}
     await _parked_count_is(again, 0)
+
+
+async def test_a_dead_lettered_parked_event_is_not_handled_so_its_replay_is_taken_again(
+    bus: Bus, run_worker: Any
+) -> None:
+    """A parked event writes an inbox record under its id; once its retry raises and it is
+    dead-lettered it was never handled. Re-sending its dead-lettered bytes (what ``dlq
+    replay`` does) must be taken as a new input (parked again), not dropped as a duplicate."""
+    worker = await run_worker(build_toy, WorkerSettings, park_ttl_seconds=600)
+    await bus.send(OrderCanceled(order_id="pb", reason="park-boom"), event_id="ev-pb")
+    await _parked_count_is(worker, 1)
+    await bus.tick(datetime.now(UTC))
+    dead = await bus.records(topics.dlq_topic(topics.ORDERS_CANCELED), until=lambda r: len(r) >= 1)
+    await _parked_count_is(worker, 0)
+    assert await worker.db["inbox"].find_one({"_id": "ev-pb"}) is None
+
+    await bus.send_raw(topics.ORDERS_CANCELED, dead[0].value, key=dead[0].key)
+    await _parked_count_is(worker, 1)
+    duplicates = worker.metrics.events.labels("toy", topics.ORDERS_CANCELED, "duplicate")
+    assert duplicates._value.get() == 0

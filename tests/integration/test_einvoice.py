@@ -8,6 +8,7 @@ them."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.einvoice_world import (
     merchant,
     order,
     viban_of,
+    wait_for,
 )
 from tests.harness import Bus
 
@@ -196,3 +198,209 @@ async def test_delivered_answered_refused_not_on_peppol_and_merchant_without_ein
     assert stored is not None
     assert [r["code"] for r in stored["documents"][0]["responses"]] == ["AB", "AP", "PD"]
     assert viban_of("o-1")  # the IBAN sent is the VIBAN (the simulator keeps it only if listed)
+
+
+WIDGETS = [line("Widget", 4, "250.00", "21")]
+TOTAL = amount("1210.00", "1000.00", "210.00")
+
+
+async def send_invoices(bus: Bus, order_ids: list[str], vat: str = DELIVERS_AB_AP_PD) -> None:
+    await send_world(bus, [(o, "m-billit", vat, WIDGETS, TOTAL) for o in order_ids])
+    for order_id in order_ids:
+        await bus.send(
+            issued(order_id, "m-billit", f"INV-{order_id}", TOTAL, company_id=f"c-{order_id}")
+        )
+
+
+async def test_429_500_timeouts_and_lost_create_answers_leave_one_billit_order_per_invoice(
+    bus: Bus, run_worker: Any, billit_sim: SimAdmin
+) -> None:
+    """Create answers 429 twice, 500 once, answers only after the client's 2 s timeout once,
+    loses its answer after creating the order twice (connection dropped; never answering);
+    send answers 500 once and polls 429 once. Five invoices all reach AB, and the simulator
+    counts exactly one Billit order per ExternalProviderID."""
+    await billit_sim.fault(
+        endpoint="create_order", kind="status", status=429, retry_after="0", count=2
+    )
+    await billit_sim.fault(endpoint="create_order", kind="status", status=500)
+    await billit_sim.fault(endpoint="create_order", kind="slow", delay_seconds=3.0)
+    await billit_sim.fault(endpoint="create_order", kind="lost_response", mode="drop")
+    await billit_sim.fault(endpoint="create_order", kind="lost_response", mode="hang")
+    await billit_sim.fault(endpoint="send_orders", kind="status", status=500)
+    await billit_sim.fault(endpoint="get_order", kind="status", status=429, retry_after="0")
+    worker = await start(run_worker, billit_sim)
+    orders = [f"o-2{i}" for i in range(5)]
+    await send_invoices(bus, orders, vat="BE0446725877")  # the receiver answering AB only
+    drive = Drive(bus, billit_sim, worker.db)
+
+    def all_answered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        return all(("delivered", "AB") in statuses(found, o) for o in orders)
+
+    await drive.until(counting(bus, all_answered), what="AB for every invoice")
+    counters = await billit_sim.counters()
+    assert counters["orders_created_by_external_provider_id"] == {f"{o}/INV-{o}": 1 for o in orders}
+    calls = counters["calls"]["create_order"]
+    assert calls.get("429") == 2 and calls.get("500") == 1 and calls.get("lost") == 2
+    assert counters["faults_pending"] == []
+    found = await status_events(bus, settle=1.0)
+    for order_id in orders:
+        assert statuses(found, order_id) == [
+            ("pending", None),
+            ("delivered", None),
+            ("delivered", "AB"),
+        ]
+
+
+async def test_payments_reported_once_each_settlement_marks_paid_credit_note_and_cancel_after_sending(
+    bus: Bus, run_worker: Any, billit_sim: SimAdmin
+) -> None:
+    """o-30 is paid in two steps (500.00, then 710.00 in one allocation event sent twice with
+    the same id, plus another allocation to an unknown invoice) and settled: Billit gets
+    exactly those two payments with their dates, then Paid with the settlement date. o-31 is
+    credited 121.00 after it was sent: a Billit CreditNote for 100.00 + 21.00, sent and
+    delivered. o-32 is canceled after it was sent: a CreditNote for all of it."""
+    worker = await start(run_worker, billit_sim)
+    await send_invoices(bus, ["o-30", "o-31", "o-32"], vat="BE0446725877")
+    drive = Drive(bus, billit_sim, worker.db)
+
+    def all_delivered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        return all(("delivered", None) in statuses(found, o) for o in ("o-30", "o-31", "o-32"))
+
+    await drive.until(counting(bus, all_delivered), what="three deliveries")
+    viban = viban_of("o-30")
+    first = ev.PaymentAllocated(
+        transaction_id="tx-1",
+        creditor_iban=viban,
+        allocations=[ev.Allocation(invoice_number="INV-o-30", amount=Decimal("500.00"))],
+        overpayment=Decimal("0.00"),
+        unallocated=Decimal("0.00"),
+    )
+    second = ev.PaymentAllocated(
+        transaction_id="tx-2",
+        creditor_iban=viban,
+        allocations=[
+            ev.Allocation(invoice_number="INV-unknown", amount=Decimal("1.00")),
+            ev.Allocation(invoice_number="INV-o-30", amount=Decimal("710.00")),
+        ],
+        overpayment=Decimal("0.00"),
+        unallocated=Decimal("0.00"),
+    )
+    await bus.send(first)
+    second_id = await bus.send(second)
+    await bus.send(second, event_id=second_id)  # the same event again
+    await bus.send(
+        ev.InvoiceSettled(
+            invoice_number="INV-o-30",
+            order_id="o-30",
+            settled_on=date(2026, 6, 20),
+            paid_total=Decimal("1210.00"),
+        )
+    )
+    await bus.send(
+        ev.CreditNoteAccepted(
+            order_id="o-31",
+            merchant_id="m-billit",
+            invoice_number="INV-o-31",
+            credit_note_number="CN-1",
+            amount=amount("121.00", "100.00", "21.00"),
+            invoice_gross=Decimal("1089.00"),
+        )
+    )
+    await bus.send(
+        ev.InvoiceStateChanged(
+            invoice_number="INV-o-32", order_id="o-32", from_="paid_out", to="canceled"
+        )
+    )
+
+    async def reported() -> bool:
+        doc = await worker.db["einvoices"].find_one({"_id": "o-30/INV-o-30"})
+        return doc is not None and [s["state"] for s in doc["steps"]] == ["reported"] * 3
+
+    await wait_for(reported, what="the three reports")
+
+    def credit_notes_delivered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        details = [
+            e.data.detail
+            for e in found
+            if isinstance(e.data, ev.EinvoiceStatusChanged)
+            and e.data.delivery_status == "delivered"
+        ]
+        return (
+            "credit note CN-1: delivered" in details
+            and "credit note INV-o-32-C: delivered" in details
+        )
+
+    await drive.until(counting(bus, credit_notes_delivered), what="both credit notes delivered")
+    await drive.idle()
+    counters = await billit_sim.counters()
+    order_id = str((await billit_order(billit_sim, "o-30/INV-o-30"))["OrderID"])
+    payments = counters["payments_by_order"][order_id]
+    assert [p["Amount"] for p in payments] == ["500.00", "710.00"]
+    assert counters["payments_by_order"].keys() == {order_id}
+    paid = await billit_order(billit_sim, "o-30/INV-o-30")
+    assert paid["Paid"] is True and paid["PaidDate"] == "2026-06-20T00:00:00"
+    credit = await billit_order(billit_sim, "o-31/INV-o-31/cn:CN-1")
+    assert credit["OrderType"] == "CreditNote"
+    assert (credit["TotalExcl"], credit["TotalVAT"]) == (Decimal("100.00"), Decimal("21.00"))
+    assert credit["IsSent"] is True
+    cancel = await billit_order(billit_sim, "o-32/INV-o-32/cancel")
+    assert (cancel["OrderType"], cancel["TotalIncl"]) == ("CreditNote", Decimal("1210.00"))
+    assert counters["orders_created"] == 5
+
+
+async def test_out_of_order_and_repeated_receiver_messages_are_taken_once_forward_only(
+    bus: Bus, run_worker: Any, billit_sim: SimAdmin
+) -> None:
+    """Once delivered, one poll answers (the simulator replaces its body) with AP listed
+    before AB (AB is older), AP's FileID twice, and a UQ after AP; the next polls show the
+    receiver's real AB under another FileID. Taken: AB then AP, each once; the UQ (backwards)
+    and the late AB are kept in the history as ignored; no event goes backwards."""
+    worker = await start(run_worker, billit_sim)
+    await send_invoices(bus, ["o-40"], vat="BE0446725877")
+    drive = Drive(bus, billit_sim, worker.db)
+
+    def delivered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        return ("delivered", None) in statuses(found, "o-40")
+
+    # Delivered after 60 s, its AB after 90 s more: one 120 s step shows the delivery only.
+    await drive.until(counting(bus, delivered), steps=(60, 20), what="delivery")
+    billit_id = (await billit_order(billit_sim, "o-40/INV-o-40"))["OrderID"]
+
+    def message(code: str, file_id: str, at: str) -> dict[str, Any]:
+        return {
+            "Description": f"{code}: text",
+            "FileID": file_id,
+            "CreationDate": at,
+            "MessageDirection": "Incoming",
+            "TransportType": "Peppol",
+            "Success": True,
+        }
+
+    body = {
+        "OrderID": billit_id,
+        "CurrentDocumentDeliveryDetails": {"DocumentDeliveryStatus": "Delivered"},
+        "Messages": [
+            message("AP", "f-ap", "2026-06-01T10:05:00"),
+            message("AB", "f-ab", "2026-06-01T10:01:00"),
+            message("AP", "f-ap", "2026-06-01T10:05:00"),
+            message("UQ", "f-uq", "2026-06-01T10:09:00"),
+        ],
+    }
+    await billit_sim.fault(
+        endpoint="get_order", kind="replace_body", status=200, body=exact_json.dumps(body).decode()
+    )
+    await drive.tick(1)
+    await drive.tick(600)  # the real AB is there now
+    await drive.tick(600)
+    found = await status_events(bus, settle=1.0)
+    assert statuses(found, "o-40") == [
+        ("pending", None),
+        ("delivered", None),
+        ("delivered", "AB"),
+        ("delivered", "AP"),
+    ]
+    doc = await worker.db["einvoices"].find_one({"_id": "o-40/INV-o-40"})
+    assert doc is not None
+    responses = [(r["code"], r["file_id"], r["taken"]) for r in doc["documents"][0]["responses"]]
+    assert responses[:3] == [("AB", "f-ab", True), ("AP", "f-ap", True), ("UQ", "f-uq", False)]
+    assert [(code, taken) for code, _, taken in responses[3:]] == [("AB", False)]

@@ -251,7 +251,7 @@ async def test_429_500_timeouts_and_lost_create_answers_leave_one_billit_order_p
         ]
 
 
-async def test_payments_reported_once_each_settlement_marks_paid_credit_note_and_cancel_after_sending(
+async def test_payments_once_each_then_paid_and_credit_note_and_cancel_after_sending(
     bus: Bus, run_worker: Any, billit_sim: SimAdmin
 ) -> None:
     """o-30 is paid in two steps (500.00, then 710.00 in one allocation event sent twice with

@@ -5,6 +5,7 @@ before posting)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from decimal import Decimal
@@ -17,7 +18,7 @@ from pymongo import AsyncMongoClient
 from scripts.processes import Fleet, Process
 from shared import events as ev
 from tests.billit_sandbox import API_KEY, SimAdmin, billit_sim, billit_sim_url
-from tests.e2e.fleets import fleet_for
+from tests.e2e.fleets import fleet_for, metrics_matching
 from tests.einvoice_world import (
     Db,
     Drive,
@@ -138,3 +139,55 @@ async def test_payment_registered_while_the_worker_is_killed_is_reported_once(
     assert "already registered" in doc["steps"][0]["detail"]  # the take-over did not post
     response = await billit_sim.raw("GET", f"/v1/orders/{doc['documents'][0]['billit_order_id']}")
     assert response.json()["Paid"] is True
+
+
+async def test_metrics_on_the_worker_endpoint(
+    fleet: Fleet, bus: Bus, db: Db, billit_sim: SimAdmin
+) -> None:
+    """One invoice delivered and answered AB, one refused by the receiver's access point; a
+    poll answered 429 once and one answered 500 past the client's in-line attempt. The
+    worker's /metrics shows Billit calls by endpoint and status, both delivery outcomes, the
+    AB response, the poll backlog gauge and the retried jobs."""
+    await billit_sim.participant(
+        "0208:0811111111",
+        DocumentTypes=["BISv3Invoice"],
+        script={"refuse": {"reason_tc": "InvalidInvoice", "info": "no buyer reference"}},
+    )
+    worker = start_worker(fleet)
+    total = amount("1210.00", "1000.00", "210.00")
+    widgets = [line("Widget", 4, "250.00", "21")]
+    await bus.send(merchant("m-billit"))
+    for order_id, vat in (("o-60", "BE0446725877"), ("o-61", "BE0811111111")):
+        await bus.send(company(f"c-{order_id}", vat))
+        await bus.send(order(order_id, "m-billit", vat, widgets, total))
+        await bus.send(
+            issued(order_id, "m-billit", f"INV-{order_id}", total, company_id=f"c-{order_id}")
+        )
+    drive = Drive(bus, billit_sim, db)
+
+    async def sent() -> bool:
+        return await db["einvoices"].count_documents({"documents.0.stage": "polling"}) == 2
+
+    await wait_for(sent, what="both sent")
+    await billit_sim.fault(endpoint="get_order", kind="status", status=429, retry_after="0")
+    await billit_sim.fault(endpoint="get_order", kind="status", status=500, count=2)
+
+    async def answered() -> bool:
+        doc = await db["einvoices"].find_one({"_id": "o-60/INV-o-60"})
+        return doc is not None and doc["documents"][0].get("receiver_status") == "AB"
+
+    await drive.until(answered, what="AB for o-60")
+    text = await metrics_matching(worker, r'einvoice_receiver_responses_total\{code="AB"\} 1\.0')
+    for series in (
+        r'einvoice_billit_calls_total\{endpoint="get_order",status="429"\} 1\.0',
+        r'einvoice_billit_calls_total\{endpoint="get_order",status="500"\} 2\.0',
+        r'einvoice_billit_calls_total\{endpoint="create_order",status="200"\} 2\.0',
+        r'einvoice_billit_calls_total\{endpoint="participant_information",status="200"\} 2\.0',
+        r'einvoice_delivery_outcomes_total\{outcome="delivered"\} 1\.0',
+        r'einvoice_delivery_outcomes_total\{outcome="refused"\} 1\.0',
+        r"einvoice_poll_backlog \d",
+        r'einvoice_billit_jobs_retried_total\{kind="poll"\} [1-9]',
+        r'einvoice_billit_jobs_failed_total\{kind="poll"\} 0\.0',
+        r"einvoice_billit_unauthorized_total 0\.0",
+    ):
+        assert re.search(series, text), series

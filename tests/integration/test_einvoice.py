@@ -7,7 +7,10 @@ them."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Callable
+from contextlib import redirect_stdout
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -20,6 +23,7 @@ from services.einvoice_status.settings import EinvoiceSettings
 from shared import events as ev
 from shared import topics
 from shared.envelope import CloudEvent
+from shared.ops import main as ops_main
 from shared.runtime.app import Worker
 from tests.billit_sandbox import API_KEY, SimAdmin, billit_sim, billit_sim_url
 from tests.einvoice_world import (
@@ -33,7 +37,7 @@ from tests.einvoice_world import (
     viban_of,
     wait_for,
 )
-from tests.harness import Bus
+from tests.harness import Bus, headers_of
 
 pytestmark = pytest.mark.integration
 __all__ = ["billit_sim", "billit_sim_url"]  # fixtures
@@ -404,3 +408,112 @@ async def test_out_of_order_and_repeated_receiver_messages_are_taken_once_forwar
     responses = [(r["code"], r["file_id"], r["taken"]) for r in doc["documents"][0]["responses"]]
     assert responses[:3] == [("AB", "f-ab", True), ("AP", "f-ap", True), ("UQ", "f-uq", False)]
     assert [(code, taken) for code, _, taken in responses[3:]] == [("AB", False)]
+
+
+async def test_bad_input_dead_lettered_bad_billit_answers_retried_401_failed_and_requeued(
+    bus: Bus, run_worker: Any, billit_sim: SimAdmin
+) -> None:
+    """A record on invoices.issued that is not JSON and one that breaks the contract go to
+    invoices.issued.dlq with the dlq-* headers. Billit answers two polls with cut-off JSON and
+    two with an unknown DocumentDeliveryStatus: each is logged, counted and retried, and both
+    invoices still reach AB. A merchant whose PartyID the API key may not use gets 401: the
+    participant job fails at once, is counted, and ``einvoice failed`` lists it; the
+    participant check of o-72 fails past its attempts on 500s, ``einvoice requeue`` runs it
+    again and that invoice goes on to delivery."""
+    worker = await start(run_worker, billit_sim, job_max_attempts=2, billit_inline_attempts=1)
+    await bus.send_raw(topics.INVOICES_ISSUED, b"{not json", key=b"o-bad")
+    bad_sum = issued("o-bad", "m-billit", "INV-bad", TOTAL).model_dump(mode="json")
+    bad_sum["amount"]["gross"] = "1.00"
+    await bus.send_raw(
+        topics.INVOICES_ISSUED,
+        exact_json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "bad-sum",
+                "source": "/tests",
+                "type": "invoice.issued.v1",
+                "time": "2026-06-01T09:00:00Z",
+                "datacontenttype": "application/json",
+                "data": bad_sum,
+            }
+        ),
+        key=b"o-bad",
+    )
+    unknown = {
+        "OrderID": 1,
+        "CurrentDocumentDeliveryDetails": {"DocumentDeliveryStatus": "Lost"},
+        "Messages": [],
+    }
+    await billit_sim.fault(endpoint="get_order", kind="malformed_json", count=2)
+    await billit_sim.fault(
+        endpoint="get_order",
+        kind="replace_body",
+        status=200,
+        body=exact_json.dumps(unknown).decode(),
+        count=2,
+    )
+    await send_invoices(bus, ["o-70", "o-71"], vat="BE0446725877")
+    await bus.send_many([merchant("m-wrong", party_id="9999"), company("c-o-73", "BE0446725877")])
+    await bus.send(order("o-73", "m-wrong", "BE0446725877", WIDGETS, TOTAL))
+    await bus.send(issued("o-73", "m-wrong", "INV-o-73", TOTAL, company_id="c-o-73"))
+    drive = Drive(bus, billit_sim, worker.db)
+
+    def answered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        return all(("delivered", "AB") in statuses(found, o) for o in ("o-70", "o-71"))
+
+    await drive.until(counting(bus, answered), what="AB for both invoices")
+    dead = await bus.records(f"{topics.INVOICES_ISSUED}.dlq", until=lambda r: len(r) >= 2)
+    kinds = sorted(headers_of(r)["dlq-error-kind"] for r in dead)
+    assert kinds == ["json", "schema"]
+    assert all(headers_of(r)["dlq-source-topic"] == bus.topic(topics.INVOICES_ISSUED) for r in dead)
+    registry = worker.metrics.registry
+    assert registry.get_sample_value("einvoice_billit_bad_answers_total", {"kind": "poll"}) == 4
+    # Each bad answer is retried, or (on a poll's second attempt, job_max_attempts=2) ends
+    # that poll, and the invoice's next poll timer goes on.
+    retried = registry.get_sample_value("einvoice_billit_jobs_retried_total", {"kind": "poll"})
+    gave_up = registry.get_sample_value("einvoice_billit_jobs_failed_total", {"kind": "poll"})
+    assert retried is not None and gave_up is not None
+    assert retried >= 2 and retried + gave_up == 4
+    assert registry.get_sample_value("einvoice_billit_unauthorized_total") == 1
+    assert (
+        registry.get_sample_value("einvoice_billit_jobs_failed_total", {"kind": "participant"}) == 1
+    )
+    assert worker.fatal is None
+
+    database = ["--mongodb-uri", worker.settings.mongodb_uri, "--database", worker.db.name]
+    listing = io.StringIO()
+    with redirect_stdout(listing):
+        assert ops_main(["einvoice_status", *database, "einvoice", "failed"]) == 0
+    lines = [json.loads(text) for text in listing.getvalue().splitlines()]
+    failed = [line for line in lines if "job" in line]
+    checks = [f for f in failed if f["kind"] == "participant"]
+    assert [f["invoice"] for f in checks] == ["o-73/INV-o-73"]
+    assert "401" in checks[0]["last_error"]
+
+    # A participant check that fails past its attempts, then is re-queued by an operator.
+    await billit_sim.fault(endpoint="participant_information", kind="status", status=500, count=2)
+    await send_invoices(bus, ["o-72"], vat="BE0446725877")
+
+    async def participant_failed() -> bool:
+        return await worker.db["jobs"].count_documents({"state": "failed", "key": "o-72"}) == 1
+
+    await wait_for(participant_failed, what="the o-72 check to fail")
+    await drive.idle()
+    job = await worker.db["jobs"].find_one({"state": "failed", "key": "o-72"})
+    assert job is not None
+    with redirect_stdout(io.StringIO()):
+        assert ops_main(["einvoice_status", *database, "einvoice", "requeue", job["_id"]]) == 0
+
+    def delivered(found: list[CloudEvent[ev.EventData]]) -> bool:
+        return ("delivered", None) in statuses(found, "o-72")
+
+    await drive.until(counting(bus, delivered), what="o-72 delivered after the requeue")
+    history = io.StringIO()
+    with redirect_stdout(history):
+        assert ops_main(["einvoice_status", *database, "einvoice", "history", "INV-o-72"]) == 0
+    shown = [json.loads(text) for text in history.getvalue().splitlines()]
+    assert any(s.get("what") == "participant job failed" for s in shown)
+    assert any(
+        s.get("document") == "invoice" and s["delivery_status"] == "delivered" for s in shown
+    )
+    assert {s.get("kind") for s in shown if "job" in s} >= {"participant", "create", "send", "poll"}

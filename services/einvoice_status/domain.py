@@ -635,6 +635,8 @@ def _polled(
     schedule: PollSchedule,
     fx: Effects,
 ) -> None:
+    if document.stage not in ("polling", "following"):
+        return  # a poll that was in flight when following ended
     document.polls += 1
     status = result.get("delivery_status")
     if document.stage == "polling":

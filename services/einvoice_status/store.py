@@ -3,6 +3,9 @@
 - ``merchants``: ``{_id: merchant_id, einvoicing, party_id}`` from ``merchants.configured``;
 - ``companies``: the credit-bureau record (name, VAT id, registration number, address);
 - ``orders``: what ``orders.requested`` said about the debtor, the amount and the line items;
+- ``vibans``: ``{_id: VIBAN, billit}`` for every VIBAN seen in ``invoices.issued``, so that
+  a payment to a VIBAN of a merchant without e-invoicing is ignored at once, and one to a
+  VIBAN not seen yet waits for its invoice;
 - ``einvoices``: one per issued invoice of a Billit merchant (``domain.EInvoice``), under
   ``<order_id>/<invoice_number>``: its Billit documents, delivery status, receiver response
   history, payment reports and a history of what happened. Found by order (every event about
@@ -59,6 +62,7 @@ class EinvoiceView:
     companies: dict[str, Doc] = field(default_factory=dict)
     orders: dict[str, Doc] = field(default_factory=dict)
     einvoices: dict[str, EInvoice] = field(default_factory=dict)
+    vibans: dict[str, bool] = field(default_factory=dict)  # VIBAN -> its merchant uses Billit
     dirty: set[str] = field(default_factory=set)
     writes: dict[str, list[UpdateOne | ReplaceOne[Doc]]] = field(default_factory=dict)
 
@@ -78,6 +82,18 @@ class EinvoiceView:
 
     async def load_orders(self, ids: Iterable[str]) -> None:
         await self._load("orders", ids, self.orders)
+
+    async def load_vibans(self, ids: Iterable[str]) -> None:
+        found: dict[str, Doc] = {}
+        await self._load("vibans", ids, found)
+        self.vibans.update({k: bool(v["billit"]) for k, v in found.items()})
+
+    def note_viban(self, viban: str, billit: bool) -> None:
+        if self.vibans.get(viban) != billit:
+            self.vibans[viban] = billit
+            self.writes.setdefault("vibans", []).append(
+                ReplaceOne({"_id": viban}, {"_id": viban, "billit": billit}, upsert=True)
+            )
 
     async def load_einvoices(
         self, order_ids: Iterable[str], by_viban: Iterable[tuple[str, str]]

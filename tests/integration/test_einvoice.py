@@ -517,3 +517,69 @@ async def test_bad_input_dead_lettered_bad_billit_answers_retried_401_failed_and
         s.get("document") == "invoice" and s["delivery_status"] == "delivered" for s in shown
     )
     assert {s.get("kind") for s in shown if "job" in s} >= {"participant", "create", "send", "poll"}
+
+
+async def test_a_payment_and_a_credit_note_read_before_their_invoice_wait_for_it(
+    bus: Bus, run_worker: Any, billit_sim: SimAdmin
+) -> None:
+    """Kafka orders records within a partition, never across topics: a payment to o-80's
+    VIBAN and a credit note of its invoice are consumed before invoices.issued. Both wait
+    (parked) and are applied once the invoice is there: Billit gets the payment once and the
+    credit note. A payment to the VIBAN of a merchant without e-invoicing is ignored at once
+    (nothing parked for it)."""
+    worker = await start(run_worker, billit_sim)
+    await send_world(
+        bus,
+        [
+            ("o-80", "m-billit", "BE0446725877", WIDGETS, TOTAL),
+            ("o-81", "m-plain", "BE0446725877", WIDGETS, TOTAL),
+        ],
+    )
+    await bus.send(issued("o-81", "m-plain", "INV-o-81", TOTAL, company_id="c-o-81"))
+    drive = Drive(bus, billit_sim, worker.db)
+    await drive.tick()  # everything so far consumed
+    for order_id, tx in (("o-80", "tx-80"), ("o-81", "tx-81")):
+        await bus.send(
+            ev.PaymentAllocated(
+                transaction_id=tx,
+                creditor_iban=viban_of(order_id),
+                allocations=[
+                    ev.Allocation(invoice_number=f"INV-{order_id}", amount=Decimal("10.00"))
+                ],
+                overpayment=Decimal("0.00"),
+                unallocated=Decimal("0.00"),
+            )
+        )
+    await bus.send(
+        ev.CreditNoteAccepted(
+            order_id="o-80",
+            merchant_id="m-billit",
+            invoice_number="INV-o-80",
+            credit_note_number="CN-80",
+            amount=amount("121.00", "100.00", "21.00"),
+            invoice_gross=Decimal("1089.00"),
+        )
+    )
+
+    async def parked() -> bool:
+        return await worker.db["parked"].count_documents({}) == 2
+
+    await wait_for(parked, what="the payment and the credit note to wait")
+    await bus.send(issued("o-80", "m-billit", "INV-o-80", TOTAL, company_id="c-o-80"))
+
+    async def applied() -> bool:
+        doc = await worker.db["einvoices"].find_one({"_id": "o-80/INV-o-80"})
+        return (
+            doc is not None
+            and [s["state"] for s in doc["steps"]] == ["reported"]
+            and any(d["key"] == "cn:CN-80" and d.get("sent_at") for d in doc["documents"])
+        )
+
+    await drive.until(applied, what="the payment and the credit note applied")
+    counters = await billit_sim.counters()
+    order_id = str((await billit_order(billit_sim, "o-80/INV-o-80"))["OrderID"])
+    assert [p["Amount"] for p in counters["payments_by_order"][order_id]] == ["10.00"]
+    assert counters["payments_by_order"].keys() == {order_id}
+    await billit_order(billit_sim, "o-80/INV-o-80/cn:CN-80")
+    assert await worker.db["parked"].count_documents({}) == 0
+    assert await worker.db["einvoices"].count_documents({"order_id": "o-81"}) == 0

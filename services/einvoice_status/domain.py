@@ -456,6 +456,12 @@ def _fail(invoice: EInvoice, document: Document, now: datetime, detail: str, fx:
     document.detail = detail[:2000]
     document.delivery_status = "error"
     invoice.note(now, f"{document.key}: error", detail)
+    if document.key == INVOICE:
+        # Credit notes waiting for the invoice's send: there will be none to credit.
+        for waiting in invoice.documents:
+            if waiting.key != INVOICE and waiting.stage == "checking" and waiting.detail:
+                waiting.stage = "done"
+                waiting.detail = "the invoice was never sent: no credit note sent"
     fx.outcomes.append("not_sent")
     fx.changes.append(
         StatusChange(

@@ -179,6 +179,8 @@ async def test_delivered_answered_refused_not_on_peppol_and_merchant_without_ein
     )
     assert "not registered on Peppol" in not_on_peppol.detail
     assert statuses(found, "o-4") == []
+    assert await worker.db["einvoices"].count_documents({"order_id": "o-4"}) == 0
+    assert await worker.db["jobs"].count_documents({"key": "o-4"}) == 0
 
     counters = await billit_sim.counters()
     assert counters["orders_created_by_external_provider_id"] == {

@@ -283,16 +283,21 @@ class BillitGateway:
         to_pay = order.to_pay
         if to_pay is None:
             raise TransientJobError("Billit's order shows no ToPay: cannot check the payment")
-        if before != after and to_pay == after:
-            return {"note": "already registered (ToPay already lowered)"}
-        if to_pay != before:
-            if order.paid and call.job.attempt == 1:
-                pass  # marked paid already: ToPay says nothing; a first attempt posts once
-            else:
+        if before != after and not order.paid:
+            if to_pay == after:
+                return {"note": "already registered (ToPay already lowered)"}
+            if to_pay != before:
                 raise PermanentJobError(
-                    f"ToPay is {to_pay}, expected {before} before or {after} after this payment: "
-                    "check the order in Billit before requeueing"
+                    f"ToPay is {to_pay}, expected {before} before or {after} after this "
+                    "payment: check the order in Billit before requeueing"
                 )
+        elif call.job.attempt > 1:
+            # Marked paid, or nothing left to pay: ToPay cannot tell whether an earlier
+            # attempt registered this payment, and posting twice is the worse mistake.
+            raise PermanentJobError(
+                "ToPay cannot show whether an earlier attempt registered this payment "
+                "(order paid or nothing left to pay): check the order in Billit, then requeue"
+            )
         await client.register_payment(
             order_id,
             Payment(

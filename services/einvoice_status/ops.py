@@ -86,11 +86,17 @@ class EinvoiceCommands(ServiceCommands):
         for job in db[jobs.COLLECTION].find(query).sort("updated_at", ASCENDING).limit(args.limit):
             owner = db["einvoices"].find_one({f"waiting_on.{job['_id']}": {"$exists": True}})
             line = _job_line(job)
-            line["invoice"] = None if owner is None else owner["_id"]
+            line["invoice"] = owner["_id"] if owner is not None else _invoice_of_cause(job)
             _print(line)
             count += 1
         _print({"summary": {"failed": db[jobs.COLLECTION].count_documents(query), "shown": count}})
         return 0
+
+
+def _invoice_of_cause(job: Doc) -> str | None:
+    """A document job's cause is ``<event id>/<order id>/<invoice number>/<document>``."""
+    parts = str(job.get("cause", "")).split("/")
+    return "/".join(parts[1:3]) if len(parts) >= 4 else None
 
 
 def _is_of(job: Doc, doc: Doc) -> bool:

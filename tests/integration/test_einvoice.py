@@ -488,6 +488,7 @@ async def test_bad_input_dead_lettered_bad_billit_answers_retried_401_failed_and
         assert ops_main(["einvoice_status", *database, "einvoice", "failed"]) == 0
     lines = [json.loads(text) for text in listing.getvalue().splitlines()]
     failed = [line for line in lines if "job" in line]
+    assert all(f["invoice"] for f in failed)  # each failed job names its invoice
     checks = [f for f in failed if f["kind"] == "participant"]
     assert [f["invoice"] for f in checks] == ["o-73/INV-o-73"]
     assert "401" in checks[0]["last_error"]

@@ -138,11 +138,25 @@ class BillitErrorItem(_Model):
     description: str = Field(alias="Description", default="")
 
 
+class CustomerAddress(_Model):
+    address_type: Literal["InvoiceAddress", "DeliveryAddress"] = Field(
+        alias="AddressType", default="InvoiceAddress"
+    )
+    name: str | None = Field(alias="Name", default=None)
+    street: str | None = Field(alias="Street", default=None)
+    street_number: str | None = Field(alias="StreetNumber", default=None)
+    zipcode: str | None = Field(alias="Zipcode", default=None)
+    city: str | None = Field(alias="City", default=None)
+    country_code: str | None = Field(alias="CountryCode", default=None)
+
+
 class Customer(_Model):
     name: str = Field(alias="Name")
     vat_number: str | None = Field(alias="VATNumber", default=None)
     party_type: Literal["Customer"] = Field(alias="PartyType", default="Customer")
     email: str | None = Field(alias="Email", default=None)
+    # The billing address (Billit's customer Addresses, type InvoiceAddress).
+    addresses: list[CustomerAddress] | None = Field(alias="Addresses", default=None)
 
 
 class OrderLine(_Model):

@@ -10,6 +10,10 @@ hand-over on 28, paused days not counted, missed steps one per day.
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+from contextlib import redirect_stdout
 from datetime import date, timedelta
 from typing import Any
 
@@ -19,6 +23,7 @@ from services.dunning.app import build_worker
 from services.dunning.settings import DunningSettings
 from shared import topics
 from shared.events import CommandRejected
+from shared.ops import main as ops_main
 from shared.runtime.app import Worker
 from tests.dunning_kit import (
     berlin,
@@ -165,3 +170,50 @@ async def test_a_day_boundary_across_the_spring_change_and_a_40_day_jump(
             ("o-jump", 4, on(3), 0, "1190.00"),
         ]
     )
+
+
+def ops(worker: Worker, *argv: str) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    database = ["--mongodb-uri", worker.settings.mongodb_uri, "--database", worker.db.name]
+    with redirect_stdout(out):
+        ops_main(["dunning", *database, *argv])
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+async def test_the_ops_commands_show_the_timeline_pause_through_kafka_and_list_hand_overs(
+    bus: Bus, run_worker: Any
+) -> None:
+    """After level 1 (day 1) the timeline shows it and level 2 on day 14; ``pause`` publishes
+    an ops pause that the worker grants (the timeline then shows it, and level 2 moves to day
+    21); ``handovers due`` lists an invoice at level 3 whose hand-over is within the days
+    asked, and not the other."""
+    worker: Worker = await run_worker(build_worker, DunningSettings)
+    db = worker.db
+    await quiet(db, [await bus.send(issued("o-t", DUE)), await bus.send(issued("o-h", day(-21)))])
+    for n in (1, 2, 3):
+        await quiet(db, [await bus.tick(berlin(day(n)))])
+    [line, summary] = ops(worker, "timeline", "INV-o-t")
+    assert [s["step"] for s in line["sent"]] == ["notice level 1"]
+    assert (line["next_step"], line["next_step_on"]) == ("notice level 2", day(14).isoformat())
+    assert summary["summary"]["invoices"] == 1
+
+    # The command runs its own event loop (asyncio.run), so not in this test's.
+    published = await asyncio.to_thread(
+        ops, worker, "pause", "o-t", "INV-o-t", "--reason", "disputed",
+        "--kafka", bus.bootstrap, "--topic-prefix", bus.prefix,
+    )  # fmt: skip
+    await quiet(db, [published[0]["event_id"]])
+    [line, _] = ops(worker, "timeline", "INV-o-t")
+    assert line["pauses"] == [
+        {"from": day(3).isoformat(), "to": day(9).isoformat(), "requested_by": "ops",
+         "reason": "disputed"}
+    ]  # fmt: skip
+    assert line["next_step_on"] == day(21).isoformat()
+
+    # o-h: due 21 days before DUE, level 3 went out on day 24 (DUE+3); hand-over on its
+    # day 28 = DUE+7.
+    listed = ops(worker, "handovers", "due", "--days", "5")
+    assert [(x.get("order_id"), x.get("hand_over_on")) for x in listed[:-1]] == [
+        ("o-h", day(7).isoformat())
+    ]
+    assert ops(worker, "handovers", "due", "--days", "3")[:-1] == []

@@ -109,7 +109,7 @@ async def live(
             "LOG_LEVEL": "WARNING",
             **{
                 f"{service.upper()}_{name}": value
-                for service in ("risk", "shipping")
+                for service in ("risk", "shipping", "dunning")
                 for name, value in {
                     **knobs,
                     "MONGODB_DATABASE": f"{namespace}_{service}",
@@ -124,10 +124,13 @@ async def live(
         started_at = time.monotonic()
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
+        dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
+        dunning.wait_ready()
         targets = {"risk": risk.http_port, "shipping": shipping.http_port}
+        targets["dunning"] = dunning.http_port
         prometheus.configure(
             render_config(
                 {service: f"127.0.0.1:{port}" for service, port in targets.items()},
@@ -138,7 +141,7 @@ async def live(
         # Prometheus has long scraped a worker when its first dead letter comes.
         await poll(
             "both workers scraped",
-            lambda: api.value('count(up{job="paylater-workers"} == 1)') == 2,
+            lambda: api.value('count(up{job="paylater-workers"} == 1)') == len(targets),
             prometheus=prometheus,
         )
         await bus.start()
@@ -163,7 +166,7 @@ async def live(
         fleet.stop_all()
         prometheus.configure(render_config({}, interval=SCRAPE_INTERVAL))
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_uri)
-        for service in ("risk", "shipping"):
+        for service in ("risk", "shipping", "dunning"):
             await mongo.drop_database(f"{namespace}_{service}")
         await mongo.close()
 

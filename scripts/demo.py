@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from scripts.demo_dunning import run_dunning_act
 from scripts.processes import REPO, Fleet, Process, free_port
 from scripts.prom import PrometheusAPI, render_config
 from shared import topics
@@ -637,7 +638,7 @@ async def report_from_prometheus(
     return failures
 
 
-async def run() -> int:
+async def run() -> int:  # noqa: PLR0915 - one act after another
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d%H%M%S")
     prefix = f"demo{stamp}."
@@ -652,6 +653,7 @@ async def run() -> int:
             "RISK_PARK_TTL_SECONDS": "5",
             "SHIPPING_MONGODB_DATABASE": f"demo{stamp}_shipping",
             "SHIPPING_PARK_TTL_SECONDS": "10",
+            "DUNNING_MONGODB_DATABASE": f"demo{stamp}_dunning",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(REPO, ".local", "demo", stamp),
@@ -663,12 +665,13 @@ async def run() -> int:
     try:
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
+        dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
         print(f"demo: risk worker ready on {risk.url('/metrics')}")
         print(f"demo: shipping worker ready on {shipping.url('/metrics')}")
-        prometheus = start_prometheus({"risk": risk, "shipping": shipping})
+        prometheus = start_prometheus({"risk": risk, "shipping": shipping, "dunning": dunning})
 
         config, orders, expected = scenario()
         for event in config:
@@ -710,6 +713,7 @@ async def run() -> int:
         failures += await late_act(bus, shipping)
         print_shipping_metrics(shipping)
         failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
+        failures += await run_dunning_act(bus, fleet, dunning)
         print(
             f"\ndemo: {'PASSED' if not failures else f'{failures} UNEXPECTED OUTCOMES'} "
             f"in {time.monotonic() - started:.1f}s"

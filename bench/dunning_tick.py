@@ -89,11 +89,13 @@ async def store_invoices(db: Any, count: int, due_on: Any) -> float:
     return time.perf_counter() - started
 
 
-async def bench_tick(invoices: int, ticks: int, *, write: bool = True) -> dict[str, Any]:
+async def bench_tick(
+    invoices: int, ticks: int, *, write: bool = True, mongodb_uri: str = MONGO
+) -> dict[str, Any]:
     stamp = uuid.uuid4().hex[:8]
     settings = DunningSettings(
         kafka_bootstrap_servers=KAFKA,
-        mongodb_uri=MONGO,
+        mongodb_uri=mongodb_uri,
         mongodb_database=f"bench_dunning_{stamp}",
         topic_prefix=f"bench{stamp}.",
         overdue_gauge_seconds=0,  # the worst case: the gauge recounted on every tick

@@ -32,8 +32,9 @@ from pymongo import AsyncMongoClient
 from scripts.processes import REPO, Fleet
 from services.dunning import domain
 from services.dunning.app import build_worker
+from services.dunning.handlers import DunningService
 from services.dunning.settings import DunningSettings
-from services.dunning.store import STEP_ACTION, invoice_id, invoice_to_doc
+from services.dunning.store import STEP_ACTION, count_overdue, invoice_id, invoice_to_doc
 from shared.runtime.engine import RawRecord
 from shared.runtime.ticker import tick_event_bytes
 from shared.runtime.timers import COLLECTION as TIMERS
@@ -116,6 +117,21 @@ async def bench_tick(
             outputs = await worker.engine.store_batch([record])
             samples.append(time.perf_counter() - started)
             assert outputs == []
+        # The parts, alone: firing due timers through their index, and the overdue gauge's
+        # four range counts (both inside the tick batch above).
+        service = worker.service
+        assert isinstance(service, DunningService)
+        fire_samples, count_samples = [], []
+        for n in range(ticks):
+            now = now0 + timedelta(seconds=ticks + n)
+            async with worker.mongo.start_session() as session:
+                started = time.perf_counter()
+                assert await service.timers.fire_due(session, now) == []
+                fire_samples.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                counts = await count_overdue(worker.db, session, domain.local_day(now, CONFIG))
+                count_samples.append(time.perf_counter() - started)
+                assert set(counts.values()) == {0}
         result = {
             "open_invoices": await worker.db["invoices"].count_documents({}),
             "scheduled_step_timers": await worker.db[TIMERS].count_documents({}),
@@ -123,6 +139,8 @@ async def bench_tick(
             "insert_s": round(inserted, 1),
             "ticks": ticks,
             "tick_batch_in_worker": quantiles(samples),
+            "fire_due_alone": quantiles(fire_samples),
+            "overdue_gauge_counts_alone": quantiles(count_samples),
             "at": datetime.now(UTC).isoformat(),
         }
         if write:

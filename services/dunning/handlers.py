@@ -62,6 +62,10 @@ _INVOICE_EVENTS = (
     ev.DunningPauseRequested,
 )
 
+# The invoice states that end dunning; the others change nothing, and are not even looked up
+# (shipping publishes new and paid_out with every capture, maybe before invoices.issued).
+_CLOSING_STATES = frozenset({"canceled", "complete"})
+
 REJECTION_REASONS = (
     "unknown_invoice",
     "invoice_settled",
@@ -207,6 +211,8 @@ class DunningService:
         pairs: list[tuple[str, str]] = []
         for item in items:
             data = item.data
+            if isinstance(data, ev.InvoiceStateChanged) and data.to not in _CLOSING_STATES:
+                continue
             if isinstance(data, _INVOICE_EVENTS):
                 ids.append(invoice_id(data.order_id, data.invoice_number))
             elif isinstance(data, ev.TimerFired):
@@ -254,6 +260,8 @@ class DunningService:
                 result = domain.settle(view.get(iid), data.invoice_number)
                 self._store(view, batch, item, data.order_id, result)
             case ev.InvoiceStateChanged():
+                if data.to not in _CLOSING_STATES:
+                    return  # new, paid_out, late: dunning counts its own days
                 iid = invoice_id(data.order_id, data.invoice_number)
                 result = domain.record_invoice_state(view.get(iid), data.invoice_number, data.to)
                 self._store(view, batch, item, data.order_id, result)

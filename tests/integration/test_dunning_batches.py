@@ -27,7 +27,7 @@ from shared.envelope import event_key, event_to_bytes, new_event, parse_event
 from shared.events import ClockTick, DunningNotice, EventData, TimerFired
 from shared.runtime.engine import DeadLetter, Engine, Outbound, RawRecord
 from shared.runtime.metrics import WorkerMetrics
-from tests.dunning_kit import berlin, issued, paid
+from tests.dunning_kit import berlin, canceled, issued, paid
 from tests.infra import Infra
 
 pytestmark = pytest.mark.integration
@@ -135,3 +135,17 @@ async def test_a_payment_in_the_batch_of_the_tick_that_fires_the_step_wins(
     assert isinstance(parse_event(commands[0].topic, commands[0].value or b"").data, TimerFired)
     assert notices(await stored(engine, commands)) == []  # its command is stale
     assert await engine.db["notices"].count_documents({}) == 0
+
+
+async def test_a_state_change_that_ends_nothing_is_not_parked_for_an_unknown_invoice(
+    engine: Engine,
+) -> None:
+    """Shipping publishes new and paid_out with every capture, on another topic than the
+    invoice itself: for an invoice not seen yet they are dropped (they change nothing), while
+    a cancellation waits (parked) for its invoice."""
+    ended, passing = canceled("o-unknown"), canceled("o-unknown")
+    passing = passing.model_copy(update={"to": "paid_out"})
+    await stored(engine, [record(passing)])
+    assert await engine.db["parked"].count_documents({}) == 0
+    await stored(engine, [record(ended)])
+    assert await engine.db["parked"].count_documents({}) == 1

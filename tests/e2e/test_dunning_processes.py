@@ -164,7 +164,8 @@ async def test_two_worker_processes_send_each_notice_once(
 ) -> None:
     """Two worker processes in one consumer group, the topics created with 4 partitions first
     (as a deployment would); 1,000 invoices fall due on one tick. Every invoice gets one
-    level-1 notice under its derived id, and both processes acted on step timers."""
+    level-1 notice under its derived id, and both processes acted on step timers (the
+    invoices are sent once both read a share of the timer topic)."""
     invoices = 1000
     admin = AIOKafkaAdminClient(bootstrap_servers=bus.bootstrap)
     await admin.start()
@@ -176,6 +177,13 @@ async def test_two_worker_processes_send_each_notice_once(
     finally:
         await admin.close()
     workers = [start(fleet, DUNNING_FIRE_LIMIT="200") for _ in range(2)]
+    # The race starts once the group has settled: each process reads timer commands.
+    for worker in workers:
+        await metrics_matching(
+            worker,
+            r'worker_consumer_lag_messages\{[^}]*topic="internal\.dunning\.timer_fired"',
+            timeout=60,
+        )
     await bus.send_many([issued(f"o-{i}", DUE) for i in range(invoices)])
     await all_issued(db, invoices)
     day1 = berlin(DUE + timedelta(days=1))

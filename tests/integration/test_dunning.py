@@ -22,10 +22,11 @@ import pytest
 from services.dunning.app import build_worker
 from services.dunning.settings import DunningSettings
 from shared import topics
-from shared.events import CommandRejected
+from shared.events import CommandRejected, DunningNotice
 from shared.ops import main as ops_main
 from shared.runtime.app import Worker
 from tests.dunning_kit import (
+    VIBAN,
     berlin,
     canceled,
     credited,
@@ -41,6 +42,7 @@ from tests.harness import Bus
 pytestmark = pytest.mark.integration
 
 DUE = date(2027, 1, 10)  # day 1 overdue is 2027-01-11
+OTHER_VIBAN = "DE89370400440532013000"
 
 
 def day(n: int) -> date:
@@ -50,17 +52,19 @@ def day(n: int) -> date:
 async def test_the_ladder_payments_pauses_and_closings_on_daily_ticks(
     bus: Bus, run_worker: Any
 ) -> None:
-    """Twelve invoices due 2027-01-10, daily ticks from day 0 to day 40, events sent between
+    """Thirteen invoices due 2027-01-10, daily ticks from day 0 to day 40, events sent between
     the ticks of the days the rules talk about. Every step sent, its day, days overdue and
     amount, must be exactly the hand-written list; the refused pauses are on
     commands.rejected with their reasons."""
     worker: Worker = await run_worker(build_worker, DunningSettings, overdue_gauge_seconds=0)
     db = worker.db
     orders = [
-        "o-full", "o-pay0", "o-settle1", "o-pay2", "o-pay3", "o-partial",
+        "o-full", "o-pay0", "o-pay1", "o-settle1", "o-pay2", "o-pay3", "o-partial",
         "o-merchant", "o-late-merchant", "o-ops", "o-cancel", "o-credit", "o-credit-part",
     ]  # fmt: skip
-    sent = [await bus.send(issued(o, DUE)) for o in orders]
+    # o-full's debtor has a VIBAN of its own: each notice carries its invoice's.
+    sent = [await bus.send(issued(o, DUE, viban=OTHER_VIBAN if o == "o-full" else VIBAN))
+            for o in orders]  # fmt: skip
     await quiet(db, sent)
 
     # Events to send after the tick of a given day, by day.
@@ -68,6 +72,7 @@ async def test_the_ladder_payments_pauses_and_closings_on_daily_ticks(
         0: [paid("o-pay0", "1190.00", "tx-pay0")],  # paid in full before day 1
         1: [settled("o-settle1")],  # settled after level 1
         3: [pause("o-merchant")],  # merchant pause on day 3: covers days 3..9
+        4: [paid("o-pay1", "1190.00", "tx-pay1")],  # after level 1, before level 2
         5: [pause("o-merchant")],  # a second merchant pause: refused
         8: [pause("o-late-merchant")],  # day 8: outside the merchant's window
         10: [
@@ -89,6 +94,7 @@ async def test_the_ladder_payments_pauses_and_closings_on_daily_ticks(
         [
             *[("o-full", lvl, day(d), d, full) for lvl, d in ((1, 1), (2, 14), (3, 21))],
             ("o-full", 4, day(28), 0, full),
+            ("o-pay1", 1, day(1), 1, full),
             ("o-settle1", 1, day(1), 1, full),
             *[("o-pay2", lvl, day(d), d, full) for lvl, d in ((1, 1), (2, 14))],
             *[("o-pay3", lvl, day(d), d, full) for lvl, d in ((1, 1), (2, 14), (3, 21))],
@@ -114,6 +120,14 @@ async def test_the_ladder_payments_pauses_and_closings_on_daily_ticks(
         ]
     )
     assert await steps_sent(bus, settle=1.0) == expected
+
+    vibans = {
+        (e.data.order_id, e.data.viban)
+        for e in await bus.events(topics.DUNNING_NOTICES)
+        if isinstance(e.data, DunningNotice)
+    }
+    assert {v for o, v in vibans if o == "o-full"} == {OTHER_VIBAN}
+    assert {v for o, v in vibans if o != "o-full"} == {VIBAN}
 
     rejected = await bus.events(topics.COMMANDS_REJECTED, count=2, settle=0.5)
     reasons = sorted(

@@ -22,7 +22,12 @@ from aiokafka import AIOKafkaProducer
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from services.dunning.domain import HAND_OVER_STEP, DunningConfig
+from services.dunning.domain import (
+    HAND_OVER_STEP,
+    DunningConfig,
+    hand_over_id_for,
+    notice_id_for,
+)
 from services.dunning.store import CLOCK_ID
 from shared.envelope import event_key, event_to_bytes, new_event
 from shared.events import DunningPauseRequested
@@ -55,6 +60,11 @@ def timeline_of(doc: Doc) -> Doc:
     steps = [
         {
             "step": STEP_NAMES[s["step"]],
+            "event_id": (
+                hand_over_id_for(doc["order_id"], doc["invoice_number"])
+                if s["step"] == HAND_OVER_STEP
+                else notice_id_for(doc["order_id"], doc["invoice_number"], s["step"])
+            ),
             "on": s["on"],
             "days_overdue": s["days_overdue"],
             "amount_due": str(from_cents(s["amount_due"])),

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from services.dunning.app import build_worker
+from services.dunning.domain import notice_id_for
 from services.dunning.settings import DunningSettings
 from shared import topics
 from shared.events import CommandRejected, DunningNotice
@@ -207,7 +208,9 @@ async def test_the_ops_commands_show_the_timeline_pause_through_kafka_and_list_h
     for n in (1, 2, 3):
         await quiet(db, [await bus.tick(berlin(day(n)))])
     [line, summary] = ops(worker, "timeline", "INV-o-t")
-    assert [s["step"] for s in line["sent"]] == ["notice level 1"]
+    assert [(s["step"], s["event_id"]) for s in line["sent"]] == [
+        ("notice level 1", notice_id_for("o-t", "INV-o-t", 1))
+    ]
     assert (line["next_step"], line["next_step_on"]) == ("notice level 2", day(14).isoformat())
     assert summary["summary"]["invoices"] == 1
 

@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from scripts import demo_einvoice
+from scripts.demo_dunning import run_dunning_act
 from scripts.processes import REPO, Fleet, Process, free_port
 from scripts.prom import PrometheusAPI, render_config
 from shared import topics
@@ -654,6 +655,7 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
             "SHIPPING_MONGODB_DATABASE": f"demo{stamp}_shipping",
             "SHIPPING_PARK_TTL_SECONDS": "10",
             "OPS_MONGODB_DATABASE": f"demo{stamp}_ops",
+            "DUNNING_MONGODB_DATABASE": f"demo{stamp}_dunning",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(REPO, ".local", "demo", stamp),
@@ -666,13 +668,20 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
         einvoice = demo_einvoice.start(fleet, stamp)
+        dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
+        dunning.wait_ready()
         print(f"demo: risk worker ready on {risk.url('/metrics')}")
         print(f"demo: shipping worker ready on {shipping.url('/metrics')}")
         prometheus = start_prometheus(
-            {"risk": risk, "shipping": shipping, "einvoice_status": einvoice.worker}
+            {
+                "risk": risk,
+                "shipping": shipping,
+                "einvoice_status": einvoice.worker,
+                "dunning": dunning,
+            }
         )
 
         config, orders, expected = scenario()
@@ -715,6 +724,7 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
         failures += await late_act(bus, shipping)
         print_shipping_metrics(shipping)
         failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
+        failures += await run_dunning_act(bus, fleet, dunning)
         # After the Prometheus figures: they count the earlier acts' payouts only.
         failures += await demo_einvoice.einvoice_act(bus, einvoice, mongo)
         print(

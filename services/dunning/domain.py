@@ -475,6 +475,9 @@ def next_action_at(state: DunningInvoice | None, config: DunningConfig) -> datet
         earliest.append(state.clock_on)  # an earlier tick would be stale
     day = max(earliest)
     threshold = config.threshold(step)
+    if not state.pauses:
+        # Every day after the due date counts: the step falls due on day ``threshold``.
+        return day_starts_at(max(day, state.due_on + timedelta(days=threshold)), config)
     counted = state.counted_days(day)
     # Every day no pause covers adds one counted day, and pauses are finite: this ends
     # within threshold + paused days iterations.

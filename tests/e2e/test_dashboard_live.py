@@ -109,7 +109,7 @@ async def live(
             "LOG_LEVEL": "WARNING",
             **{
                 f"{service.upper()}_{name}": value
-                for service in ("risk", "shipping", "einvoice_status")
+                for service in ("risk", "shipping", "einvoice_status", "dunning")
                 for name, value in {
                     **knobs,
                     "MONGODB_DATABASE": f"{namespace}_{service}",
@@ -125,14 +125,17 @@ async def live(
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
         einvoice = fleet.start_worker("einvoice_status")  # idle: no Billit merchant here
+        dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
         einvoice.wait_ready()
+        dunning.wait_ready()
         targets = {
             "risk": risk.http_port,
             "shipping": shipping.http_port,
             "einvoice_status": einvoice.http_port,
+            "dunning": dunning.http_port,
         }
         prometheus.configure(
             render_config(
@@ -169,7 +172,7 @@ async def live(
         fleet.stop_all()
         prometheus.configure(render_config({}, interval=SCRAPE_INTERVAL))
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_uri)
-        for service in ("risk", "shipping", "einvoice_status"):
+        for service in ("risk", "shipping", "einvoice_status", "dunning"):
             await mongo.drop_database(f"{namespace}_{service}")
         await mongo.close()
 

@@ -43,6 +43,7 @@ def test_demo_passes_and_prints_a_summary(infra: Infra) -> None:
         "payouts (one per invoice):",
         "clawbacks:",
         "rejected commands:",
+        "dunning (m-dunning",
     ):
         assert section in result.stdout
     assert "BAD" not in result.stdout

@@ -427,3 +427,46 @@ def test_pause_verdicts_and_the_schedule_they_move_follow_the_rules(history: His
         assert [as_step(e, history.due_on) for e in result.effects] == (
             [expected] if expected else []
         ), event
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories())
+def test_acting_only_when_the_step_timer_fires_sends_what_the_rules_say(history: History) -> None:
+    """The worker does not run the schedule on every tick: it keeps one timer per invoice at
+    ``next_action_at`` (recomputed after every change) and runs the schedule only on a tick
+    at or after it (services/dunning/store.py; a timer never fires twice for one due time,
+    so after acting it is due strictly later). Over the same histories, that gating must send
+    exactly what the day-by-day oracle says for every tick, and nothing on the ticks it
+    skips."""
+    config = history.config
+    state = d.issue(
+        None,
+        order_id="o-1",
+        invoice_number="INV-1",
+        viban="DE02120300000000202051",
+        gross=history.gross,
+        due_on=history.due_on,
+    ).state
+    assert state is not None
+    oracle = DayByDay(config, history.due_on, history.gross)
+    timer = d.next_action_at(state, config)
+    for event in history.events:
+        expected = oracle.apply(event)
+        got: list[tuple[int, date, int, int]] = []
+        if isinstance(event, Tick):
+            if timer is not None and event.at >= timer:
+                result = d.tick(state, event.at, config)
+                assert result.state is not None
+                state = result.state
+                got = [as_step(e, history.due_on) for e in result.effects]
+                acted = timer
+                timer = d.next_action_at(state, config)
+                if timer is not None and timer <= acted:
+                    timer = acted + timedelta(seconds=1)  # as the store writes it
+        else:
+            result = apply(state, event, config)
+            assert result.state is not None
+            if result.state is not state:
+                state = result.state
+                timer = d.next_action_at(state, config)
+        assert got == ([expected] if expected else []), (event, oracle.steps, timer)

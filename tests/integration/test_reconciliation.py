@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -236,11 +238,12 @@ async def test_credit_held_is_applied_to_a_later_invoice(
 
 
 async def test_credit_is_forwarded_after_the_grace_period_on_ticks(
-    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]]
+    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]], namespace: str
 ) -> None:
     """Overpaid by 30.00 at T: a tick before T + 3 days forwards nothing; the first tick
-    after forwards 30.00 to the merchant's payout IBAN, once, and restates the transaction."""
-    _, db = await start(run_worker, mongo)
+    after forwards 30.00 to the merchant's payout IBAN, once, and restates the transaction;
+    the merchant's overpayment report lists it (CSV), dated by the tick that forwarded it."""
+    worker, db = await start(run_worker, mongo)
     await debtor_with(bus, db, V1, ("o-1", "INV-1", "70.00", D1))
     paid_at = datetime.now(UTC).replace(microsecond=0)
     await bus.send(rx.transfer("over", V1, "100.00", "INV-1"), time=paid_at)
@@ -268,6 +271,27 @@ async def test_credit_is_forwarded_after_the_grace_period_on_ticks(
     assert len(await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, settle=2.0)) == 1
     report = await db["overpayments"].find_one({"transaction_id": "over"})
     assert report is not None and report["amount_cents"] == 3000
+    day = paid_at.date().isoformat()
+    csv_text = await ops(
+        worker,
+        namespace,
+        "overpayments",
+        "report",
+        "--merchant",
+        "m-1",
+        "--from",
+        day,
+        "--to",
+        (paid_at + timedelta(days=5)).date().isoformat(),
+        "--csv",
+    )
+    forwarded_on = (paid_at + timedelta(days=3, minutes=1)).date().isoformat()
+    assert csv_text.splitlines() == [
+        "date,transaction_id,debtor_id,amount,currency",
+        f"{forwarded_on},over,c-1,30.00,EUR",
+    ]
+    table = await ops(worker, namespace, "overpayments", "report", "--merchant", "m-1")
+    assert "0 forwarding(s), total 0.00 EUR" in table  # the last 30 days of the wall clock
 
 
 async def test_what_was_paid_toward_a_canceled_invoice_becomes_credit(
@@ -394,18 +418,56 @@ async def test_reimported_transaction_is_one_payment_and_a_conflicting_one_is_re
     assert await db[ACCOUNTS].count_documents({"_id": "DE11RECON0000000000002"}) == 0
 
 
+async def ops(worker: Worker, namespace: str, *args: str) -> str:
+    """``python -m shared.ops reconciliation ...`` as a process, on this test's database and
+    topics; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.ops",
+        "reconciliation",
+        "--mongodb-uri",
+        worker.settings.mongodb_uri,
+        "--database",
+        worker.settings.mongodb_database,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": worker.settings.kafka_bootstrap_servers,
+            "TOPIC_PREFIX": f"{namespace}.",
+        },
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def test_ops_allocates_an_unmatched_payment_through_a_command_event(
-    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]]
+    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]], namespace: str
 ) -> None:
-    """A transfer to an unknown VIBAN, allocated by ops to INV-1 on V1: restated with the
-    invoice (named by ops), the invoice settled, the rest held on V1's account; the same
-    transfer re-imported afterwards is still one payment."""
-    _, db = await start(run_worker, mongo)
+    """A transfer to an unknown VIBAN, listed by ``unmatched list``, allocated by ``unmatched
+    allocate`` to INV-1 on V1 (a command on Kafka, handled by the worker): restated with the
+    invoice (named by ops), the invoice settled, the rest held on V1's account, shown so by
+    ``transaction show``; the same transfer re-imported afterwards is still one payment; the
+    command's refusal when the payment is no longer unmatched comes back on commands.rejected."""
+    worker, db = await start(run_worker, mongo)
     await debtor_with(bus, db, V1, ("o-1", "INV-1", "100.00", D1))
     typo = "DE11RECON0000000000777"
     await bus.send(rx.transfer("lost", typo, "120.00", "Rechnung 1"))
     await bus.events(topics.PAYMENTS_UNMATCHED, count=1)
-    await bus.send(rx.allocation_requested("lost", typo, "o-1", "INV-1"))
+    await until(lambda: db["transactions"].find_one({"_id": "lost"}), "the ledger entry")
+    listed = [
+        json.loads(line)
+        for line in (await ops(worker, namespace, "unmatched", "list")).splitlines()
+    ]
+    assert listed[0]["transaction_id"] == "lost" and listed[0]["amount"] == "120.00"
+    assert listed[0]["reason"] == "unknown_viban"
+    assert listed[-1] == {"summary": {"unmatched": 1}}
+    await ops(
+        worker, namespace, "unmatched", "allocate", "lost", "--order", "o-1", "--invoice", "INV-1"
+    )
     found = await statements(bus, 2)
     restated = found["lost"][1]
     assert restated.creditor_iban == typo
@@ -414,8 +476,22 @@ async def test_ops_allocates_an_unmatched_payment_through_a_command_event(
     assert await settled(bus, 1) == {"INV-1": Decimal("100.00")}
     await bus.send(rx.transfer("lost", typo, "120.00", "Rechnung 1"))
     assert len(await bus.events(topics.PAYMENTS_ALLOCATED, settle=1.5)) == 2
-    ledger = await db["transactions"].find_one({"_id": "lost"})
-    assert ledger is not None and (ledger["viban"], ledger["unmatched_cents"]) == (V1, 0)
+
+    async def moved() -> Any:
+        return await db["transactions"].find_one({"_id": "lost", "viban": V1})
+
+    await until(moved, "the ledger to follow the move")
+    shown = json.loads(await ops(worker, namespace, "transaction", "show", "lost"))
+    assert shown["account"] == V1 and shown["creditor_iban"] == typo
+    assert shown["allocations"] == [
+        {"invoice_number": "INV-1", "amount": "100.00", "matched_by": "invoice_number"}
+    ]
+    assert (shown["held"], shown["unmatched"]) == ("20.00", "0.00")
+    again = await bus.send(rx.allocation_requested("lost", typo, "o-1", "INV-1"))
+    rejected = await bus.events(topics.COMMANDS_REJECTED, count=1)
+    assert isinstance(rejected[0].data, CommandRejected)
+    assert rejected[0].data.command_id == again
+    assert rejected[0].data.reason.startswith("unknown_transaction")
 
 
 async def test_bad_records_are_dead_lettered_and_leave_no_state(

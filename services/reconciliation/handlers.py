@@ -150,6 +150,9 @@ class ReconciliationMetrics:
             self.rejections.labels(code)
 
 
+# Outputs are built with ``model_construct``: every value comes from the typed domain (cents
+# converted by ``from_cents``), as in shipping; the integration tests read every output back
+# through the contract's validation, so drift from the contract fails there.
 def _data_json(data: ev.EventData) -> str:
     return data.model_dump_json(by_alias=True)
 
@@ -425,18 +428,22 @@ class ReconciliationService:
     ) -> None:
         match effect:
             case domain.PaymentAllocated():
+                if len(effect.allocations) > ev.MAX_ALLOCATIONS:
+                    # The contract bounds a statement; past it the input goes to the DLQ
+                    # (nothing stored) rather than an invalid event out.
+                    raise ValueError(f"{effect.transaction_id}: more allocations than allowed")
                 view.touch_transaction(
                     account.viban, effect.transaction_id, item.event.id, item.now
                 )
                 allocations = [
-                    ev.Allocation(
+                    ev.Allocation.model_construct(
                         invoice_number=a.invoice_number,
                         amount=from_cents(a.amount),
                         matched_by=a.matched_by,
                     )
                     for a in effect.allocations
                 ]
-                data: ev.EventData = ev.PaymentAllocated(
+                data: ev.EventData = ev.PaymentAllocated.model_construct(
                     transaction_id=effect.transaction_id,
                     creditor_iban=effect.creditor_iban,
                     allocations=allocations,
@@ -447,7 +454,7 @@ class ReconciliationService:
                 self._emit_as(batch, item, data, effect.event_id)
                 self._count_allocated(batch, before.get(effect.transaction_id), effect)
             case domain.InvoiceSettled():
-                data = ev.InvoiceSettled(
+                data = ev.InvoiceSettled.model_construct(
                     invoice_number=effect.invoice_number,
                     order_id=effect.order_id,
                     settled_on=effect.settled_on,
@@ -456,7 +463,7 @@ class ReconciliationService:
                 self._emit_as(batch, item, data, effect.event_id)
             case domain.OverpaymentForwarded():
                 amount = from_cents(effect.amount)
-                data = ev.PaymentOverpaymentForwarded(
+                data = ev.PaymentOverpaymentForwarded.model_construct(
                     transaction_id=effect.transaction_id,
                     merchant_id=effect.merchant_id,
                     amount=amount,
@@ -484,7 +491,7 @@ class ReconciliationService:
 
                 batch.after_commit.append(count_forwarded)
             case domain.PaymentUnmatched():
-                data = ev.PaymentUnmatched(
+                data = ev.PaymentUnmatched.model_construct(
                     transaction_id=effect.transaction_id,
                     creditor_iban=effect.creditor_iban,
                     reason=effect.reason,
@@ -493,7 +500,7 @@ class ReconciliationService:
             case domain.MerchantDebitInstructed():
                 batch.emit(
                     item,
-                    ev.MerchantDebitInstructed(
+                    ev.MerchantDebitInstructed.model_construct(
                         debit_id=effect.debit_id,
                         merchant_id=effect.merchant_id,
                         order_id=effect.order_id,

@@ -1,8 +1,9 @@
 """The dashboard and the alerts on a real Prometheus (Debian's 2.42, what compose deploys).
 
 Once per module: the risk, shipping and reconciliation workers start as processes, a private
-Prometheus (session fixture, 1 s scrape and evaluation, deploy/prometheus/alerts.yml loaded, the deployed
-scrape job re-pointed at the workers' ports) scrapes them, and a scenario runs through them:
+Prometheus (session fixture, 1 s scrape and evaluation, deploy/prometheus/alerts.yml loaded,
+the deployed scrape job re-pointed at the workers' ports) scrapes them, and a scenario runs
+through them:
 an order approved, shipped (a payout), canceled (a clawback); an order approved and its
 amount reduced (part of the debtor's limit given back); an order in a currency risk refuses
 (a rejection); a record on orders.shipped that is not JSON (a dead letter); a transfer to an

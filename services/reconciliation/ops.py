@@ -218,15 +218,14 @@ class ReconciliationCommands(ServiceCommands):
             return 0
         print(f"Overpayments forwarded to {args.merchant}, {start} to {end}")
         widths = {f: max([len(f), *(len(str(r[f])) for r in rows)]) for f in fields}
-        print("  ".join(f.ljust(widths[f]) for f in fields))
+        print("  ".join(f.ljust(widths[f]) for f in fields).rstrip())
         print("  ".join("-" * widths[f] for f in fields))
         for row in rows:
-            print(
-                "  ".join(
-                    str(row[f]).rjust(widths[f]) if f == "amount" else str(row[f]).ljust(widths[f])
-                    for f in fields
-                )
+            cells = (
+                str(row[f]).rjust(widths[f]) if f == "amount" else str(row[f]).ljust(widths[f])
+                for f in fields
             )
+            print("  ".join(cells).rstrip())
         print(f"{len(rows)} forwarding(s), total {total} EUR")
         return 0
 

@@ -12,8 +12,9 @@ worker caused it.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
@@ -150,11 +151,63 @@ class ReconciliationMetrics:
             self.rejections.labels(code)
 
 
-# Outputs are built with ``model_construct``: every value comes from the typed domain (cents
-# converted by ``from_cents``), as in shipping; the integration tests read every output back
-# through the contract's validation, so drift from the contract fails there.
+# Outputs are built with ``model_construct`` (and the two every payment makes, straight as
+# JSON): every value comes from the typed domain (cents converted by ``from_cents``), as in
+# shipping. tests/unit/test_reconciliation_wire.py holds the JSON equal to the models' own; the
+# integration tests read every output back through the contract's validation.
 def _data_json(data: ev.EventData) -> str:
     return data.model_dump_json(by_alias=True)
+
+
+_js: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _money(cents: int) -> str:
+    return f'"{from_cents(cents)}"'
+
+
+def statement_json(s: domain.PaymentAllocated) -> str:
+    """The ``data`` of ``payment.allocated.v1`` for a statement, as the model writes it."""
+    allocations = ",".join(
+        '{"invoice_number":'
+        + _js(a.invoice_number)
+        + ',"amount":'
+        + _money(a.amount)
+        + ',"matched_by":'
+        + _js(a.matched_by)
+        + "}"
+        for a in s.allocations
+    )
+    return (
+        '{"transaction_id":'
+        + _js(s.transaction_id)
+        + ',"creditor_iban":'
+        + _js(s.creditor_iban)
+        + ',"allocations":['
+        + allocations
+        + '],"overpayment":'
+        + _money(s.overpayment)
+        + ',"unallocated":'
+        + _money(s.unallocated)
+        + ',"currency":'
+        + _js(s.currency)
+        + "}"
+    )
+
+
+def settled_json(s: domain.InvoiceSettled) -> str:
+    """The ``data`` of ``invoice.settled.v1``, as the model writes it."""
+    return (
+        '{"invoice_number":'
+        + _js(s.invoice_number)
+        + ',"order_id":'
+        + _js(s.order_id)
+        + ',"settled_on":"'
+        + s.settled_on.isoformat()
+        + '","paid_total":'
+        + _money(s.paid_total)
+        + ',"currency":"EUR"}'
+    )
 
 
 class ReconciliationService:
@@ -181,6 +234,9 @@ class ReconciliationService:
         self.timers = Timers(self.name, registry)
         self.db: AsyncDatabase[dict[str, Any]] | None = None
         self._gauges_at = 0.0
+        self._transaction_counters = {
+            outcome: self.metrics.transactions.labels(outcome) for outcome in TRANSACTION_OUTCOMES
+        }
 
     async def setup(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.db = db
@@ -435,35 +491,29 @@ class ReconciliationService:
                 view.touch_transaction(
                     account.viban, effect.transaction_id, item.event.id, item.now
                 )
-                allocations = [
-                    ev.Allocation.model_construct(
-                        invoice_number=a.invoice_number,
-                        amount=from_cents(a.amount),
-                        matched_by=a.matched_by,
-                    )
-                    for a in effect.allocations
-                ]
-                data: ev.EventData = ev.PaymentAllocated.model_construct(
-                    transaction_id=effect.transaction_id,
-                    creditor_iban=effect.creditor_iban,
-                    allocations=allocations,
-                    overpayment=from_cents(effect.overpayment),
-                    unallocated=from_cents(effect.unallocated),
-                    currency=effect.currency,
+                self._emit_json(
+                    batch,
+                    item,
+                    topic=ev.PaymentAllocated.TOPIC,
+                    event_type=ev.PaymentAllocated.EVENT_TYPE,
+                    key=effect.creditor_iban,
+                    data_json=statement_json(effect),
+                    event_id=effect.event_id,
                 )
-                self._emit_as(batch, item, data, effect.event_id)
                 self._count_allocated(batch, before.get(effect.transaction_id), effect)
             case domain.InvoiceSettled():
-                data = ev.InvoiceSettled.model_construct(
-                    invoice_number=effect.invoice_number,
-                    order_id=effect.order_id,
-                    settled_on=effect.settled_on,
-                    paid_total=from_cents(effect.paid_total),
+                self._emit_json(
+                    batch,
+                    item,
+                    topic=ev.InvoiceSettled.TOPIC,
+                    event_type=ev.InvoiceSettled.EVENT_TYPE,
+                    key=effect.order_id,
+                    data_json=settled_json(effect),
+                    event_id=effect.event_id,
                 )
-                self._emit_as(batch, item, data, effect.event_id)
             case domain.OverpaymentForwarded():
                 amount = from_cents(effect.amount)
-                data = ev.PaymentOverpaymentForwarded.model_construct(
+                data: ev.EventData = ev.PaymentOverpaymentForwarded.model_construct(
                     transaction_id=effect.transaction_id,
                     merchant_id=effect.merchant_id,
                     amount=amount,
@@ -509,23 +559,43 @@ class ReconciliationService:
                     ),
                 )
 
-    @staticmethod
-    def _emit_as(batch: Batch, cause: Inbound, data: ev.EventData, event_id: str) -> None:
+    @classmethod
+    def _emit_as(cls, batch: Batch, cause: Inbound, data: ev.EventData, event_id: str) -> None:
         """Queue ``data`` under the domain's derived id (not one derived from the cause)."""
-        key = data.key()
+        cls._emit_json(
+            batch,
+            cause,
+            topic=data.TOPIC,
+            event_type=data.EVENT_TYPE,
+            key=data.key(),
+            data_json=_data_json(data),
+            event_id=event_id,
+        )
+
+    @staticmethod
+    def _emit_json(
+        batch: Batch,
+        cause: Inbound,
+        *,
+        topic: str,
+        event_type: str,
+        key: str,
+        data_json: str,
+        event_id: str,
+    ) -> None:
         batch.outputs.append(
             Outbound(
-                topic=data.TOPIC,
+                topic=topic,
                 key=key.encode(),
                 value=encode_wire(
-                    event_type=data.EVENT_TYPE,
-                    data_json=_data_json(data),
+                    event_type=event_type,
+                    data_json=data_json,
                     id=event_id,
                     source="/reconciliation",
                     time=cause.now,
                     subject=key,
                 ),
-                event_type=data.EVENT_TYPE,
+                event_type=event_type,
                 inbox_id=cause.inbox_id,
             )
         )
@@ -552,7 +622,7 @@ class ReconciliationService:
         else:
             tx = result.account.transactions[transaction_id]
             outcome = "unmatched" if tx.unmatched else "held" if tx.held else "allocated"
-        batch.after_commit.append(lambda: self.metrics.transactions.labels(outcome).inc())
+        batch.after_commit.append(self._transaction_counters[outcome].inc)
 
     def _count_allocated(
         self,

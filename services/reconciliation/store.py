@@ -247,6 +247,8 @@ class ReconciliationView:
     dirty_merchants: set[str] = field(default_factory=set)
     forward_timer_claimed: set[str] = field(default_factory=set)
     ledger: dict[str, tuple[str, str, datetime]] = field(default_factory=dict)
+    # transactions of the accounts as loaded: their ledger documents exist
+    loaded_transactions: set[str] = field(default_factory=set)
     overpayments: list[Doc] = field(default_factory=list)
 
     async def load_accounts(self, vibans: Iterable[str]) -> None:
@@ -272,6 +274,7 @@ class ReconciliationView:
         self.accounts[account.viban] = account
         self.loaded_versions[account.viban] = account.version
         self.loaded_due[account.viban] = next_action_at(account)
+        self.loaded_transactions.update(account.transactions)
         for order_id in (*account.orders, *(i.order_id for i in account.invoices.values())):
             self.order_vibans[order_id] = account.viban
 
@@ -365,6 +368,13 @@ class ReconciliationView:
             for transaction_id, (viban, caused_by, at) in sorted(self.ledger.items()):
                 account = self.accounts[viban]
                 tx = account.transactions[transaction_id]
+                new = transaction_id not in self.loaded_transactions
+                if new and tx.allocated_by_command is None:
+                    # New (not moved here by ops): a plain insert; the unique _id refuses the
+                    # same id on two VIBANs (two workers at once: one retries, then finds
+                    # the other's and refuses).
+                    ledger_ops.append(InsertOne(ledger_doc(account, tx, caused_by, at)))
+                    continue
                 ledger_ops.append(
                     # Guarded by where it was received: a second VIBAN's transaction under the
                     # same id would be a duplicate key, never an overwrite.

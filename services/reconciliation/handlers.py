@@ -256,8 +256,9 @@ class ReconciliationService:
         for item in due:
             self._forward(view, batch, item)
         await view.flush()
-        if any(isinstance(i.data, ev.ClockTick) for i in batch.items):
-            await self._refresh_gauges()
+        ticks = [i.now for i in batch.items if isinstance(i.data, ev.ClockTick)]
+        if ticks:
+            await self._refresh_gauges(max(ticks).astimezone(UTC))
 
     async def _preload(self, view: ReconciliationView, items: list[Inbound]) -> None:
         vibans: list[str] = []
@@ -648,15 +649,15 @@ class ReconciliationService:
 
         batch.after_commit.append(count)
 
-    async def _refresh_gauges(self) -> None:
-        """Totals for the held-credit and unmatched gauges, read through partial and sparse
-        indexes (only accounts holding credit, only unmatched transactions), at most every
+    async def _refresh_gauges(self, now: datetime) -> None:
+        """Totals for the held-credit and unmatched gauges as of the latest tick (the clock
+        the grace periods run on), read through partial and sparse indexes (only accounts
+        holding credit, only unmatched transactions), at most every
         ``GAUGE_REFRESH_SECONDS``, outside the batch's transaction."""
         if time.monotonic() - self._gauges_at < GAUGE_REFRESH_SECONDS:
             return
         self._gauges_at = time.monotonic()
         assert self.db is not None
-        now = datetime.now(UTC)
         held = await _sum(self.db[ACCOUNTS], {"next_action_at": {"$ne": None}}, "held_cents")
         self.metrics.held.set(float(from_cents(held)))
         overdue = await _overdue(self.db, now)

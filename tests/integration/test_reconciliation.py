@@ -251,6 +251,10 @@ async def test_credit_is_forwarded_after_the_grace_period_on_ticks(
     await bus.tick(paid_at + timedelta(days=2, hours=23))
     await bus.tick(paid_at + timedelta(days=2, hours=23, minutes=30))
     assert await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, settle=2.0) == []
+    # the held-credit gauge, refreshed on that tick: 30.00 held, none of it overdue yet
+    registry = worker.metrics.registry
+    assert registry.get_sample_value("reconciliation_credit_held_amount") == 30.0
+    assert registry.get_sample_value("reconciliation_credit_overdue_amount") == 0.0
     await bus.tick(paid_at + timedelta(days=3, minutes=1))
     forwarded = await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, count=1)
     data = forwarded[0].data

@@ -163,7 +163,7 @@ async def test_partial_payments_and_one_invoice_paid_by_several_transfers(
     await bus.send(rx.transfer("p-1", V1, "100.00", "RE 77 Teil 1"))
     await bus.send(rx.transfer("p-2", V1, "120.00", "re77"))
     found = await statements(bus, 2)
-    assert await settled(bus, 0, settle=1.0) == {}  # 80.00 still open
+    assert await settled(bus, 0, settle=1.0, timeout=3.0) == {}  # 80.00 still open
     await bus.send(rx.transfer("p-3", V1, "80.00", "Rest 77"))
     found = await statements(bus, 3)
     assert [split(found[tx][0]) for tx in ("p-1", "p-2", "p-3")] == [
@@ -250,7 +250,7 @@ async def test_credit_is_forwarded_after_the_grace_period_on_ticks(
     await statements(bus, 1)
     await bus.tick(paid_at + timedelta(days=2, hours=23))
     await bus.tick(paid_at + timedelta(days=2, hours=23, minutes=30))
-    assert await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, settle=2.0) == []
+    assert await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, settle=2.0, timeout=3.0) == []
     # the held-credit gauge, refreshed on that tick: 30.00 held, none of it overdue yet
     registry = worker.metrics.registry
     assert registry.get_sample_value("reconciliation_credit_held_amount") == 30.0
@@ -340,7 +340,7 @@ async def test_unknown_viban_and_wrong_currency_are_unmatched(
     assert stated["nobody"][0].unallocated == Decimal("50.00")
     assert not stated["nobody"][0].allocations
     assert stated["dollars"][0].unallocated == Decimal("100.00")
-    assert await settled(bus, 0, settle=1.0) == {}  # INV-1 was not paid in dollars
+    assert await settled(bus, 0, settle=1.0, timeout=3.0) == {}  # INV-1 was not paid in dollars
     assert await db["transactions"].count_documents({"unmatched_cents": {"$gt": 0}}) == 2
 
 

@@ -9,8 +9,9 @@ them), then ``--payments`` bank transfers to accounts picked at random (each pai
 once), each naming one of its invoices, fed through the worker's own engine (decode, inbox,
 load the account, decide, store, in one MongoDB transaction per batch of ``--batch``; no
 Kafka: publishing is a no-op, so only what depends on the stored data is measured).
-Reports the time per payment for each size, median of ``--repeat`` runs with the spread,
-and the ratio largest / smallest.
+Every size is stored first, then runs alternate between sizes. Reports the time per payment
+for each size, median of ``--repeat`` runs with the spread, and the ratio largest / smallest
+(of the medians, and per round).
 """
 
 from __future__ import annotations
@@ -134,49 +135,82 @@ async def per_payment_ms(engine: Engine, records: list[RawRecord], batch: int) -
     return (time.perf_counter() - started) * 1000 / len(records)
 
 
-async def measure_size(
+@dataclass
+class _Stored:
+    size: int
+    debtors: int
+    name: str
+    engine: Engine
+    seed_seconds: float
+    picked: list[int]
+    rng: random.Random
+
+
+async def store_size(
     client: AsyncMongoClient[dict[str, Any]], size: int, args: argparse.Namespace
-) -> SizeResult:
+) -> _Stored:
     debtors = size // INVOICES_PER_DEBTOR
+    needed = args.batch + args.repeat * args.payments
+    if needed > debtors:
+        raise SystemExit(f"{size} invoices hold {debtors} debtors; {needed} payments asked")
     name = f"bench_recon_scale_{size}_{uuid.uuid4().hex[:6]}"
     db = client[name]
-    try:
-        metrics = WorkerMetrics()
-        service = ReconciliationService(metrics.registry, timedelta(days=3))
-        engine = Engine(service, db, _NoPublisher(), metrics)
-        await engine.setup()
-        seconds = await seed(db, debtors)
-        # Write the bulk load out (a checkpoint) before measuring: otherwise the first runs
-        # at a large size measure the storage engine flushing what was just inserted.
-        await client.admin.command("fsync")
-        print(f"{size:,} invoices over {debtors:,} debtors stored in {seconds:.1f} s", flush=True)
-        rng = random.Random(size)
-        needed = args.batch + args.repeat * args.payments
-        if needed > debtors:
-            raise SystemExit(f"{size} invoices hold {debtors} debtors; {needed} payments asked")
-        picked = rng.sample(range(debtors), needed)
-        # A warm-up batch, not counted: connections, the first pages read.
-        await per_payment_ms(engine, payments(picked[: args.batch], rng, "warm"), args.batch)
-        runs = []
-        for r in range(args.repeat):
-            first = args.batch + r * args.payments
-            records = payments(picked[first : first + args.payments], rng, f"r{r}")
-            runs.append(round(await per_payment_ms(engine, records, args.batch), 3))
-            print(f"  run {r + 1}: {runs[-1]:.3f} ms per payment", flush=True)
-        return SizeResult(size, debtors, round(seconds, 1), runs, statistics.median(runs))
-    finally:
-        await client.drop_database(name)
+    metrics = WorkerMetrics()
+    service = ReconciliationService(metrics.registry, timedelta(days=3))
+    engine = Engine(service, db, _NoPublisher(), metrics)
+    await engine.setup()
+    seconds = await seed(db, debtors)
+    print(f"{size:,} invoices over {debtors:,} debtors stored in {seconds:.1f} s", flush=True)
+    rng = random.Random(size)
+    return _Stored(size, debtors, name, engine, seconds, rng.sample(range(debtors), needed), rng)
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Every size stored first, then runs alternating between sizes (S L S L ...), so a
+    machine that speeds up or slows down during the run moves every size alike."""
     uri = os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017/?replicaSet=rs0")
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    stored: list[_Stored] = []
     try:
-        results = [await measure_size(client, size, args) for size in args.sizes]
+        for size in args.sizes:
+            stored.append(await store_size(client, size, args))
+        # Write the bulk loads out (a checkpoint) before measuring: otherwise the first runs
+        # measure the storage engine flushing what was just inserted.
+        await client.admin.command("fsync")
+        for s in stored:  # a warm-up batch each, not counted
+            warm = payments(s.picked[: args.batch], s.rng, "warm")
+            await per_payment_ms(s.engine, warm, args.batch)
+        runs: dict[int, list[float]] = {s.size: [] for s in stored}
+        for r in range(args.repeat):
+            for s in stored:
+                first = args.batch + r * args.payments
+                records = payments(s.picked[first : first + args.payments], s.rng, f"r{r}")
+                runs[s.size].append(round(await per_payment_ms(s.engine, records, args.batch), 3))
+            print(
+                f"  round {r + 1}: "
+                + ", ".join(f"{size:,}: {ms[-1]:.3f} ms" for size, ms in runs.items()),
+                flush=True,
+            )
         status = await client.admin.command("serverStatus")
         cache = status["wiredTiger"]["cache"]["maximum bytes configured"]
     finally:
+        for s in stored:
+            await client.drop_database(s.name)
         await client.close()
+    results = [
+        SizeResult(
+            s.size,
+            s.debtors,
+            round(s.seed_seconds, 1),
+            runs[s.size],
+            statistics.median(runs[s.size]),
+        )
+        for s in stored
+    ]
+    ratios = [
+        round(large / small, 3)
+        for small, large in zip(runs[stored[0].size], runs[stored[-1].size], strict=True)
+    ]
     smallest, largest = results[0], results[-1]
     return {
         "mongodb_cache_bytes": cache,
@@ -184,6 +218,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_largest_to_smallest": round(
             largest.per_payment_ms_median / smallest.per_payment_ms_median, 3
         ),
+        "ratio_per_round": ratios,
         "payments_per_run": args.payments,
         "batch": args.batch,
         "machine": f"{os.cpu_count()} cores, python {sys.version.split()[0]}",
@@ -193,7 +228,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="per-payment time vs. invoices stored")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 1_000_000])
-    parser.add_argument("--payments", type=int, default=300, help="payments per run")
+    parser.add_argument("--payments", type=int, default=150, help="payments per run")
     parser.add_argument("--batch", type=int, default=100, help="payments per transaction")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", help="write the report here too")

@@ -47,6 +47,7 @@ from shared import topics
 from shared.envelope import event_key, event_to_bytes, new_event
 from shared.events import EventData
 from tests import examples as ex
+from tests import recon_examples as rx
 from tests.harness import Bus
 
 COMPANIES = 1000
@@ -252,7 +253,47 @@ def shipping_scenario() -> Scenario:
     )
 
 
-SCENARIOS = {"risk": risk_scenario, "shipping": shipping_scenario}
+def reconciliation_scenario() -> Scenario:
+    """One debtor (VIBAN) per transfer, its invoice issued beforehand; each transfer names
+    its invoice and pays it in full: one payments.allocated (and one invoices.settled) each."""
+
+    def viban(tag: str, i: int) -> str:
+        return f"DE00BENCH{tag}{i:012d}"
+
+    def reference(n: int, m: int) -> list[EventData]:
+        out: list[EventData] = [ex.merchant("m-1")]
+        for tag, count in (("t", n), ("l", m)):
+            for i in range(count):
+                out.append(rx.decided(f"{tag}-{i}", viban(tag, i)))
+                out.append(rx.invoice(f"{tag}-{i}", f"INV-{tag}-{i}", "119.00", viban(tag, i)))
+        return out
+
+    def transfers(tag: str, count: int) -> list[EventData]:
+        return [
+            rx.transfer(f"tx-{tag}-{i}", viban(tag, i), "119.00", f"Rechnung INV-{tag}-{i}")
+            for i in range(count)
+        ]
+
+    return Scenario(
+        service="reconciliation",
+        unit="transactions",
+        input_topic=topics.BANK_TRANSACTIONS,
+        output_topic=topics.PAYMENTS_ALLOCATED,
+        reference_topics=(
+            topics.MERCHANTS_CONFIGURED,
+            topics.ORDERS_DECIDED,
+            topics.INVOICES_ISSUED,
+        ),
+        reference=reference,
+        inputs=transfers,
+    )
+
+
+SCENARIOS = {
+    "risk": risk_scenario,
+    "shipping": shipping_scenario,
+    "reconciliation": reconciliation_scenario,
+}
 
 
 async def measure_ceiling(

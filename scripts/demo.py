@@ -33,6 +33,7 @@ from pathlib import Path
 
 from scripts import demo_einvoice
 from scripts.demo_dunning import run_dunning_act
+from scripts.demo_reconciliation import reconciliation_act
 from scripts.processes import REPO, Fleet, Process, free_port
 from scripts.prom import PrometheusAPI, render_config
 from shared import topics
@@ -656,6 +657,8 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
             "SHIPPING_PARK_TTL_SECONDS": "10",
             "OPS_MONGODB_DATABASE": f"demo{stamp}_ops",
             "DUNNING_MONGODB_DATABASE": f"demo{stamp}_dunning",
+            "RECONCILIATION_MONGODB_DATABASE": f"demo{stamp}_reconciliation",
+            "RECONCILIATION_PARK_TTL_SECONDS": "60",
             "LOG_LEVEL": "WARNING",
         },
         log_dir=Path(REPO, ".local", "demo", stamp),
@@ -667,11 +670,13 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
     try:
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
+        reconciliation = fleet.start_worker("reconciliation")
         einvoice = demo_einvoice.start(fleet, stamp)
         dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
+        reconciliation.wait_ready()
         dunning.wait_ready()
         print(f"demo: risk worker ready on {risk.url('/metrics')}")
         print(f"demo: shipping worker ready on {shipping.url('/metrics')}")
@@ -679,6 +684,7 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
             {
                 "risk": risk,
                 "shipping": shipping,
+                "reconciliation": reconciliation,
                 "einvoice_status": einvoice.worker,
                 "dunning": dunning,
             }
@@ -724,8 +730,9 @@ async def run() -> int:  # noqa: PLR0915 - the demo is one sequence of acts
         failures += await late_act(bus, shipping)
         print_shipping_metrics(shipping)
         failures += await report_from_prometheus(bus, prometheus.api, risk, shipping)
-        failures += await run_dunning_act(bus, fleet, dunning)
         # After the Prometheus figures: they count the earlier acts' payouts only.
+        failures += await reconciliation_act(bus, reconciliation, f"demo{stamp}_reconciliation")
+        failures += await run_dunning_act(bus, fleet, dunning)
         failures += await demo_einvoice.einvoice_act(bus, einvoice, mongo)
         print(
             f"\ndemo: {'PASSED' if not failures else f'{failures} UNEXPECTED OUTCOMES'} "

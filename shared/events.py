@@ -595,6 +595,24 @@ class CreditNoteAccepted(EventData):
     currency: Currency = "EUR"
 
 
+class AllocationRequested(EventData):
+    """Internal, ops -> reconciliation: allocate the unmatched transaction ``transaction_id``
+    (received on ``creditor_iban``) to invoice ``invoice_number`` of order ``order_id``.
+    Published by ``python -m shared.ops reconciliation unmatched allocate``; the worker
+    handles it like any input (refusals on ``commands.rejected``)."""
+
+    EVENT_TYPE = "reconciliation.allocation_requested.v1"
+    TOPIC = topics.RECONCILIATION_ALLOCATION_REQUESTED
+    KEY_FIELD = "creditor_iban"
+
+    transaction_id: Identifier
+    creditor_iban: Iban
+    order_id: Identifier
+    invoice_number: Identifier
+    requested_by: Identifier
+    reason: TextOrEmpty
+
+
 INPUT_EVENTS: tuple[type[EventData], ...] = (
     MerchantConfigured,
     CompanyRegistered,
@@ -627,7 +645,11 @@ OUTPUT_EVENTS: tuple[type[EventData], ...] = (
     DunningHandedOver,
     EinvoiceStatusChanged,
 )
-INTERNAL_EVENTS: tuple[type[EventData], ...] = (ExposureReleased, CreditNoteAccepted)
+INTERNAL_EVENTS: tuple[type[EventData], ...] = (
+    ExposureReleased,
+    CreditNoteAccepted,
+    AllocationRequested,
+)
 _ALL_EVENTS = INPUT_EVENTS + OUTPUT_EVENTS + INTERNAL_EVENTS
 MODEL_BY_TYPE: dict[str, type[EventData]] = {m.EVENT_TYPE: m for m in _ALL_EVENTS}
 EVENT_TYPES_BY_TOPIC: dict[str, dict[str, type[EventData]]] = {}

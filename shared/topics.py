@@ -71,7 +71,8 @@ OUTPUT_TOPICS = (
 # design; documented in the AsyncAPI document as internal).
 EXPOSURE_RELEASED = "internal.exposure_released"
 CREDIT_NOTES_ACCEPTED = "internal.credit_notes_accepted"
-INTERNAL_TOPICS = (EXPOSURE_RELEASED, CREDIT_NOTES_ACCEPTED)
+RECONCILIATION_ALLOCATION_REQUESTED = "internal.reconciliation.allocation_requested"
+INTERNAL_TOPICS = (EXPOSURE_RELEASED, CREDIT_NOTES_ACCEPTED, RECONCILIATION_ALLOCATION_REQUESTED)
 
 
 def dlq_topic(topic: str) -> str:

@@ -182,6 +182,10 @@ class Transaction:
     unmatched_reason: UnmatchedReason | None = None
     statements: int = 0  # payments.allocated published so far
     forwardings: int = 0  # payments.overpayment_forwarded published so far
+    # The VIBAN it was paid to, once ops moved it to another account (empty: this one's).
+    creditor_iban: str = ""
+    # The ops command that allocated it by hand, if one did.
+    allocated_by_command: str | None = None
 
     @property
     def allocated(self) -> int:
@@ -218,6 +222,9 @@ class Account:
     invoices: dict[str, Invoice] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
     debits: dict[str, MerchantDebit] = field(default_factory=dict)
+    # Unmatched transactions ops moved to another VIBAN's account: id -> fingerprint, so the
+    # same transfer imported again here is still one payment.
+    moved_out: dict[str, str] = field(default_factory=dict)
     next_seq: int = 0
     version: int = 0  # the store's guard against two writers; the rules never read it
 
@@ -229,6 +236,7 @@ class Account:
         }
         twin.transactions = {k: v.clone() for k, v in self.transactions.items()}
         twin.debits = {k: replace(v) for k, v in self.debits.items()}
+        twin.moved_out = dict(self.moved_out)
         return twin
 
     @property
@@ -492,7 +500,7 @@ class _Change:
         )
         restated = PaymentAllocated(
             transaction_id=tx.transaction_id,
-            creditor_iban=self.account.viban,
+            creditor_iban=tx.creditor_iban or self.account.viban,
             restatement=tx.statements,
             amount=tx.amount,
             allocations=_merged(tx.lines),
@@ -688,12 +696,6 @@ def receive_transfer(
 ) -> Result:
     """A credit transfer to this VIBAN (bank.transactions). ``transaction_id_seen_on`` is the
     VIBAN a transaction with this id was already recorded on, if any."""
-    if transaction_id_seen_on is not None and transaction_id_seen_on != account.viban:
-        return _refuse(
-            account,
-            "transaction_conflict",
-            f"transaction {transaction_id} was already received on another VIBAN",
-        )
     fingerprint = transfer_fingerprint(
         creditor_iban=account.viban,
         amount=amount,
@@ -703,6 +705,21 @@ def receive_transfer(
         debtor_iban=debtor_iban,
         remittance_information=remittance_information,
     )
+    moved = account.moved_out.get(transaction_id)
+    if moved is not None:
+        if moved == fingerprint:
+            return Result(account)  # allocated by hand elsewhere; the same transfer again
+        return _refuse(
+            account,
+            "transaction_conflict",
+            f"transaction {transaction_id} was already received with different content",
+        )
+    if transaction_id_seen_on is not None and transaction_id_seen_on != account.viban:
+        return _refuse(
+            account,
+            "transaction_conflict",
+            f"transaction {transaction_id} was already received on another VIBAN",
+        )
     known = account.transactions.get(transaction_id)
     if known is not None:
         if known.fingerprint == fingerprint:
@@ -828,6 +845,73 @@ def collect_debit(
     target = change.account.invoices[invoice_number]
     change.place(tx, amount, first=[(target, "merchant_debit")], on=now.date())
     return change.result()
+
+
+# -- by hand ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManualResult:
+    """Ops allocated an unmatched transaction: the account it was received on (``source``)
+    and the account of the invoice (``target``; the same object when they are one)."""
+
+    source: Account
+    target: Account
+    effects: tuple[Effect, ...] = ()
+    rejection: Rejection | None = None
+
+
+def allocate_unmatched(
+    source: Account,
+    target: Account,
+    *,
+    transaction_id: str,
+    invoice_number: str,
+    command_id: str,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+) -> ManualResult:
+    """Ops names the invoice an unmatched transfer pays (an internal command). The whole
+    amount becomes new money on the invoice's account: that invoice first (``invoice_number``:
+    ops named it), then as any transfer; the transaction moves there, its statements go on
+    numbered where they were. The same command again changes nothing."""
+
+    def refuse(code: str, detail: str) -> ManualResult:
+        return ManualResult(source, target, rejection=Rejection(code, detail))
+
+    tx = source.transactions.get(transaction_id)
+    if tx is None:
+        moved_to = target.transactions.get(transaction_id)
+        if moved_to is not None and moved_to.allocated_by_command == command_id:
+            return ManualResult(source, target)
+        return refuse("unknown_transaction", f"no transaction {transaction_id} on {source.viban}")
+    if tx.allocated_by_command == command_id:
+        return ManualResult(source, target)
+    if tx.unmatched == 0:
+        return refuse("transaction_not_unmatched", f"transaction {transaction_id} is matched")
+    if tx.currency != SUPPORTED_CURRENCY:
+        return refuse("unsupported_currency", f"payments in {tx.currency} are not handled")
+    invoice = target.invoices.get(invoice_number)
+    if invoice is None:
+        return refuse("unknown_invoice", f"no invoice {invoice_number} on {target.viban}")
+    if invoice.status != "open":
+        return refuse(f"invoice_{invoice.status}", f"invoice {invoice_number} is {invoice.status}")
+    same = source.viban == target.viban
+    change = _Change(target, now, grace)
+    moved = tx.clone() if not same else change.account.transactions[transaction_id]
+    moved.creditor_iban = tx.creditor_iban or source.viban
+    moved.unmatched = 0
+    moved.allocated_by_command = command_id
+    change.account.transactions[transaction_id] = moved
+    first = change.account.invoices[invoice_number]
+    change.place(moved, tx.amount, first=[(first, "invoice_number")], on=now.date())
+    result = change.result()
+    if same:
+        return ManualResult(result.account, result.account, result.effects)
+    new_source = source.clone()
+    del new_source.transactions[transaction_id]
+    new_source.moved_out[transaction_id] = tx.fingerprint
+    return ManualResult(new_source, result.account, result.effects)
 
 
 # -- time -------------------------------------------------------------------------------------

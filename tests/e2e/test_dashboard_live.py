@@ -1,11 +1,13 @@
 """The dashboard and the alerts on a real Prometheus (Debian's 2.42, what compose deploys).
 
-Once per module: the risk and shipping workers start as processes, a private Prometheus
-(session fixture, 1 s scrape and evaluation, deploy/prometheus/alerts.yml loaded, the deployed
-scrape job re-pointed at the workers' ports) scrapes them, and a scenario runs through them:
+Once per module: the risk, shipping and reconciliation workers start as processes, a private
+Prometheus (session fixture, 1 s scrape and evaluation, deploy/prometheus/alerts.yml loaded,
+the deployed scrape job re-pointed at the workers' ports) scrapes them, and a scenario runs
+through them:
 an order approved, shipped (a payout), canceled (a clawback); an order approved and its
 amount reduced (part of the debtor's limit given back); an order in a currency risk refuses
-(a rejection); a record on orders.shipped that is not JSON (a dead letter). Each of those is
+(a rejection); a record on orders.shipped that is not JSON (a dead letter); a transfer to an
+unknown VIBAN (an unmatched payment). Each of those is
 the first of its kind since the workers started.
 
 Then, through Prometheus's HTTP API: every dashboard query and every alert expression
@@ -34,6 +36,7 @@ from scripts.prom import PrivatePrometheus, PrometheusAPI, PrometheusError, rend
 from shared import topics
 from shared.events import OrderAmountReduced, OrderDecided
 from tests import examples as ex
+from tests import recon_examples as rx
 from tests.harness import Bus
 from tests.infra import Infra
 
@@ -109,7 +112,7 @@ async def live(
             "LOG_LEVEL": "WARNING",
             **{
                 f"{service.upper()}_{name}": value
-                for service in ("risk", "shipping", "einvoice_status", "dunning")
+                for service in ("risk", "shipping", "reconciliation", "dunning", "einvoice_status")
                 for name, value in {
                     **knobs,
                     "MONGODB_DATABASE": f"{namespace}_{service}",
@@ -124,16 +127,19 @@ async def live(
         started_at = time.monotonic()
         risk = fleet.start_worker("risk")
         shipping = fleet.start_worker("shipping")
+        reconciliation = fleet.start_worker("reconciliation")
         einvoice = fleet.start_worker("einvoice_status")  # idle: no Billit merchant here
         dunning = fleet.start_worker("dunning")
         fleet.start_ticker(0.5)
         risk.wait_ready()
         shipping.wait_ready()
+        reconciliation.wait_ready()
         einvoice.wait_ready()
         dunning.wait_ready()
         targets = {
             "risk": risk.http_port,
             "shipping": shipping.http_port,
+            "reconciliation": reconciliation.http_port,
             "einvoice_status": einvoice.http_port,
             "dunning": dunning.http_port,
         }
@@ -166,13 +172,15 @@ async def live(
         await bus.send(OrderAmountReduced(order_id="o-4", amount=ex.amount("1000.00")))
         await bus.send(ex.order("o-2", currency="USD"))  # risk decides EUR orders only
         await bus.send_raw(topics.ORDERS_SHIPPED, b"this is not json", key=b"o-3")
+        # A transfer to a VIBAN no order has: unmatched, waiting for manual allocation.
+        await bus.send(rx.transfer("tx-live", "DE11LIVE00000000000404", "25.00", "INV-1"))
         yield Live(api, bus, started_at)
     finally:
         await bus.stop()
         fleet.stop_all()
         prometheus.configure(render_config({}, interval=SCRAPE_INTERVAL))
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_uri)
-        for service in ("risk", "shipping", "einvoice_status", "dunning"):
+        for service in ("risk", "shipping", "reconciliation", "dunning", "einvoice_status"):
             await mongo.drop_database(f"{namespace}_{service}")
         await mongo.close()
 
@@ -244,6 +252,15 @@ async def test_a_reduction_shows_on_its_panels(live: Live) -> None:
     )
     await poll("the limit given back", lambda: positive(live.api, released, currency="EUR"))
     await poll("risk's release", lambda: positive(live.api, risk, reason="amount_reduced"))
+
+
+async def test_an_unmatched_payment_shows_on_the_reconciliation_panels(live: Live) -> None:
+    """One transfer to an unknown VIBAN: the transactions panel shows outcome unmatched and
+    the unmatched-payments panel one payment waiting (the gauge refreshes on ticks)."""
+    outcomes = panel_query("Reconciliation: transactions", "reconciliation_transactions_total")
+    waiting = panel_query("Reconciliation: unmatched", "reconciliation_unmatched_payments")
+    await poll("the unmatched outcome", lambda: positive(live.api, outcomes, outcome="unmatched"))
+    await poll("one payment waiting", lambda: live.api.value(waiting) == 1, timeout=60)
 
 
 async def test_every_panel_and_alert_query_evaluates_and_every_panel_has_data(

@@ -23,7 +23,7 @@ from shared.runtime.app import Worker
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 ROOT = DEPLOY.parent
-WORKERS = ("risk", "shipping", "einvoice_status", "dunning")
+WORKERS = ("risk", "shipping", "reconciliation", "dunning", "einvoice_status")
 PROMETHEUS_VERSION = "2.42.0"  # Debian bookworm's package, which the tests run
 # Labels Prometheus adds to every scraped series: the job, the target, and the target labels
 # of deploy/prometheus/prometheus.yml.

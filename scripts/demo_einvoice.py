@@ -8,10 +8,9 @@ e-invoice worker takes each invoice to the Billit simulator:
 - o-4001 to a receiver that answers AB, then AP, then PD;
 - o-4002 to a receiver whose access point refuses it (InvalidInvoice, with its reason);
 - o-4003 to a receiver not on Peppol: nothing created in Billit;
-- o-4004 delivered (AB), then paid in two steps. The reconciliation worker is not part of
-  this demo, so the act publishes what it would: two ``payments.allocated`` (600.00, then
-  610.00) to the invoice's VIBAN and ``invoices.settled``; Billit gets both payments, then
-  the paid flag.
+- o-4004 delivered (AB), then paid in two steps: two bank transfers (600.00, then 610.00)
+  to the invoice's VIBAN, which the reconciliation worker allocates and then settles; Billit
+  gets both payments, then the paid flag.
 
 Time: the simulator's clock and synthetic ticks from 2027-11-01 move together (earlier acts
 tick up to 2027-10-31). The summary shows the e-invoice outcomes and the receiver responses
@@ -35,14 +34,12 @@ from pymongo import AsyncMongoClient
 from scripts.processes import Fleet, Process, free_port
 from shared import topics
 from shared.events import (
-    Allocation,
     Amount,
+    BankTransactionReceived,
     EinvoiceStatusChanged,
     InvoiceIssued,
-    InvoiceSettled,
     LineItem,
     OrderDecided,
-    PaymentAllocated,
 )
 from tests import examples as ex
 from tests.billit_sandbox import API_KEY, SimAdmin
@@ -217,24 +214,21 @@ async def _act(bus: Bus, worker: Process, sim: SimAdmin, db: Any) -> tuple[int, 
 
     await drive.until(answered, steps=(120, 120, 600), what="first answers")
     viban = vibans["o-4004"]
+    # Two transfers to the invoice's VIBAN: the reconciliation worker allocates them
+    # (payments.allocated) and settles the invoice with the second (invoices.settled).
     for n, paid in enumerate(PAYMENTS, start=1):
         await bus.send(
-            PaymentAllocated(
+            BankTransactionReceived(
                 transaction_id=f"tx-einv-{n}",
                 creditor_iban=viban,
-                allocations=[Allocation(invoice_number="INV-4004", amount=paid)],
-                overpayment=Decimal("0.00"),
-                unallocated=Decimal("0.00"),
+                amount=paid,
+                currency="EUR",
+                booking_date=date(2027, 11, 1 + n),
+                debtor_name="Receiver 4004 BV",
+                debtor_iban="NL91ABNA0417164300",
+                remittance_information=f"Invoice INV-4004 part {n}",
             )
         )
-    await bus.send(
-        InvoiceSettled(
-            invoice_number="INV-4004",
-            order_id="o-4004",
-            settled_on=date(2027, 11, 3),
-            paid_total=sum(PAYMENTS, Decimal(0)),
-        )
-    )
 
     async def done() -> bool:
         doc = await db["einvoices"].find_one({"_id": "o-4004/INV-4004"})

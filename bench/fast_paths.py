@@ -20,12 +20,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+from services.reconciliation import domain as recon
+from services.reconciliation.handlers import settled_json, statement_json
+from shared import events as ev
 from shared.envelope import encode_event, event_to_bytes, new_event, state_change_json
 from shared.events import OrderStateChanged
 from shared.ids import uuid5_str
+from shared.money import from_cents
 from tests import examples as ex
 
 NAMESPACE = uuid.UUID("6f1c1d0e-2b7a-4c53-9a43-3f0f2f6d1a10")
@@ -80,8 +84,60 @@ def pairs() -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
         event = new_event(shipment, id="e-1", source="/shipping", time=MOMENT, subject="o-1")
         return event_to_bytes(event)
 
+    statement = recon.PaymentAllocated(
+        "tx-1",
+        "DE89370400440532013000",
+        1,
+        30_000,
+        (recon.AllocationLine("INV-1", 30_000, "invoice_number"),),
+        0,
+        0,
+        0,
+        "EUR",
+    )
+
+    def statement_plain() -> str:
+        return ev.PaymentAllocated.model_construct(
+            transaction_id=statement.transaction_id,
+            creditor_iban=statement.creditor_iban,
+            allocations=[
+                ev.Allocation.model_construct(
+                    invoice_number=a.invoice_number,
+                    amount=from_cents(a.amount),
+                    matched_by=a.matched_by,
+                )
+                for a in statement.allocations
+            ],
+            overpayment=from_cents(0),
+            unallocated=from_cents(0),
+            currency="EUR",
+        ).model_dump_json(by_alias=True)
+
+    settlement = recon.InvoiceSettled(
+        "DE89370400440532013000", "INV-1", "o-1", date(2027, 7, 2), 30_000
+    )
+
+    def settlement_plain() -> str:
+        return ev.InvoiceSettled.model_construct(
+            invoice_number=settlement.invoice_number,
+            order_id="o-1",
+            settled_on=settlement.settled_on,
+            paid_total=from_cents(30_000),
+            currency="EUR",
+        ).model_dump_json(by_alias=True)
+
     return [
         ("envelope: encode_event vs CloudEvent model", envelope_fast, envelope_plain),
+        (
+            "reconciliation statement: statement_json vs model_construct and dump",
+            lambda: statement_json(statement),
+            statement_plain,
+        ),
+        (
+            "reconciliation settlement: settled_json vs model_construct and dump",
+            lambda: settled_json(settlement),
+            settlement_plain,
+        ),
         (
             "state change data: state_change_json vs building the model and dumping it",
             lambda: state_change_json("order_id", "o-1", None, "created", "partially_shipped"),

@@ -550,7 +550,21 @@ class Worker:
             await asyncio.wait_for(self.mongo.admin.command("ping"), timeout=2.0)
         except Exception:
             return False
-        return await self.broker.ping(timeout=2.0)
+        return await self._kafka_answers()
+
+    async def _kafka_answers(self) -> bool:
+        """The broker answers a metadata request for one of this worker's input topics.
+        FastStream's ``broker.ping`` asks for the metadata of every topic in the cluster
+        (``describe_cluster``) and parses it on the event loop: on a broker with thousands of
+        topics that held every batch up for tens of milliseconds, every probe
+        (docs/benchmarks.md, 2026-12-02)."""
+        topic = self.settings.topic_prefix + self.service.input_topics[0]
+        try:
+            admin = self.broker.config.admin_client
+            await asyncio.wait_for(admin.describe_topics([topic]), timeout=2.0)
+        except Exception:
+            return False
+        return True
 
     # -- the process ----------------------------------------------------------------------
 

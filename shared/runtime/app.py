@@ -262,6 +262,9 @@ class Worker:
         self.draining = False
         self._batches = 0
         self._total_lag = 0
+        # Batches handed to the worker whose offsets are not committed yet: the consumer's
+        # position is past their records, so the lag alone does not show them waiting.
+        self._uncommitted_batches = 0
         self._last_progress = time.monotonic()
         self.metrics.stopped.labels(self.service.name).set(0)
         self.metrics.ready.labels(self.service.name).set(0)
@@ -281,6 +284,7 @@ class Worker:
         if self.fatal is not None:
             self._pause()  # e.g. partitions assigned after the stop; they stay uncommitted
             return
+        self._uncommitted_batches += 1
         try:
             raw = message.raw_message
             consumer_records = raw if isinstance(raw, tuple | list) else (raw,)
@@ -372,7 +376,9 @@ class Worker:
             # The partitions moved to another worker; it will see these records again and
             # the inbox turns them into replays. Nothing is lost.
             log.warning("offset_commit_failed", error=f"{type(exc).__name__}: {exc}")
+            self._uncommitted_batches -= 1
             return
+        self._uncommitted_batches -= 1
         self._last_progress = time.monotonic()
 
     def _collect_garbage(self) -> None:
@@ -503,7 +509,7 @@ class Worker:
                 for (topic, partition), lag in lags.items():
                     gauge.labels(self.service.name, topic, partition).set(lag)
                 self._total_lag = sum(lags.values())
-                if self._total_lag == 0:
+                if self._total_lag == 0 and self._uncommitted_batches == 0:
                     self._last_progress = time.monotonic()  # nothing to do is not a stall
             except Exception as exc:  # lag is advisory: never let it take the worker down
                 log.debug("lag_export_failed", error=f"{type(exc).__name__}: {exc}")
@@ -539,9 +545,11 @@ class Worker:
             await asyncio.sleep(self.settings.lag_refresh_seconds)
 
     def stalled(self) -> bool:
-        """Records waiting, and no batch committed for ``stall_seconds``: stuck, not busy."""
+        """Records waiting (behind the consumer's position, or in a batch handed to the worker
+        and not committed), and no batch committed for ``stall_seconds``: stuck, not busy."""
         idle = time.monotonic() - self._last_progress
-        return self._total_lag > 0 and idle > self.settings.stall_seconds
+        waiting = self._total_lag > 0 or self._uncommitted_batches > 0
+        return waiting and idle > self.settings.stall_seconds
 
     async def ready(self) -> bool:
         if self.fatal is not None or self.stalled():

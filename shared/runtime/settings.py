@@ -40,11 +40,11 @@ class WorkerSettings(BaseSettings):
     # fetch.max.wait.ms as the bound). The consumer fetches a partition again only once its
     # buffered records are handed out: with Kafka's defaults (1 byte, 500 ms) the fetch made
     # while a batch is stored returns with the first record that arrives, and the records
-    # after it wait for a second batch cycle. Holding the fetch for up to 20 ms lets it return
-    # about when the batch in hand is done, with what arrived meanwhile: lower p50 and p99 at
-    # 500 inputs/s for risk and shipping, same throughput (docs/benchmarks.md, 2026-12-02).
-    fetch_min_bytes: int = 1_000_000
-    fetch_max_wait_ms: int = 20
+    # after it wait for a second batch cycle. 1_000_000 / 20 lowered p50 and p99 at 500
+    # inputs/s in an A/B (docs/benchmarks.md, 2026-12-02); Kafka's defaults stay until the
+    # whole suite has run on it enough times to trust the changed timing.
+    fetch_min_bytes: int = 1
+    fetch_max_wait_ms: int = 500
     # How long the inbox remembers a processed event id. Must cover the input topics'
     # retention (the worker refuses to start otherwise): a record replayed after its id was
     # forgotten would act again.

@@ -103,7 +103,12 @@ async def live(
     infra: Infra, prometheus: PrivatePrometheus, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Live]:
     namespace = f"t{uuid.uuid4().hex[:10]}"
-    knobs = {"BATCH_TIMEOUT_MS": "5", "LAG_REFRESH_SECONDS": "0.5", "PARK_TTL_SECONDS": "30"}
+    knobs = {
+        "BATCH_TIMEOUT_MS": "5",
+        "LAG_REFRESH_SECONDS": "0.5",
+        "PARK_TTL_SECONDS": "30",
+        "DEAD_LETTER_REFRESH_SECONDS": "1",
+    }
     fleet = Fleet(
         env={
             "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
@@ -210,6 +215,12 @@ async def test_the_first_dead_letter_shows_on_its_panel_and_fires_its_alert(live
     labels = {"service": "shipping", "topic": "orders.shipped", "kind": "json"}
     await poll("the dead letter on its panel", lambda: positive(live.api, query, **labels))
     await poll("DeadLettersArriving", lambda: firing(live.api, "DeadLettersArriving", **labels))
+    # Until an operator acts on it, it is pending: the pending panel shows it (the workers
+    # read the count back from the ops store).
+    pending = panel_query("Dead letters pending", "worker_dead_letters_pending")
+    await poll(
+        "the dead letter on the pending panel", lambda: positive(live.api, pending, **labels)
+    )
 
 
 async def test_the_first_rejection_of_a_reason_shows_and_fires(live: Live) -> None:

@@ -177,11 +177,24 @@ async def test_money_is_conserved_with_replays_and_a_killed_worker(
     forwarded = first_of_each(
         await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED, count=ACCOUNTS, timeout=120)
     )
+    paid = {t.transaction_id: t.amount for t in transfers if isinstance(t, BankTransactionReceived)}
+
+    def stated(events: list[CloudEvent[EventData]]) -> set[str]:
+        return {e.data.transaction_id for e in events if isinstance(e.data, PaymentAllocated)}
+
+    # Read until every transaction has a statement (a read that merely goes quiet for a few
+    # seconds can stop early on a loaded machine), then a little longer for anything extra.
+    deadline = asyncio.get_running_loop().time() + 60
     statements = first_of_each(await bus.events(topics.PAYMENTS_ALLOCATED, settle=3.0))
+    while stated(statements) != paid.keys():
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"no statement for {sorted(paid.keys() - stated(statements))}"
+        )
+        await asyncio.sleep(1.0)
+        statements = first_of_each(await bus.events(topics.PAYMENTS_ALLOCATED, settle=3.0))
     settlements = first_of_each(await bus.events(topics.INVOICES_SETTLED, settle=0.5))
     forwarded = first_of_each(await bus.events(topics.PAYMENTS_OVERPAYMENT_FORWARDED))
 
-    paid = {t.transaction_id: t.amount for t in transfers if isinstance(t, BankTransactionReceived)}
     latest: dict[str, PaymentAllocated] = {}
     for e in statements:
         s = e.data

@@ -62,6 +62,9 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     assert isinstance(releases[0].data, ExposureReleased)
     assert (releases[0].data.amount, releases[0].data.reason) == (Decimal("100.00"), "credit_note")
 
+    # The release is on another topic than the orders: Kafka orders neither against the
+    # other, so wait until risk has taken it before the next order is judged against it.
+    await _until(lambda: held_is(mongo, risk, "1400.00"), "risk taking the credit-note release")
     await bus.send(ex.order("o-c", gross="600.00", debtor=debtor))  # 1400 + 600 fits again
     assert (await decision(bus, "o-c")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
@@ -71,6 +74,7 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     cancel = releases[-1].data
     assert isinstance(cancel, ExposureReleased)
     assert (cancel.amount, cancel.reason) == (Decimal("1400.00"), "canceled")
+    await _until(lambda: held_is(mongo, risk, "600.00"), "risk taking the cancel's release")
     await bus.send(ex.order("o-d", gross="1400.00", debtor=debtor))
     assert (await decision(bus, "o-d")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
@@ -87,6 +91,7 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
         ),
         source="/shipping",
     )
+    await _until(lambda: held_is(mongo, risk, "1400.00"), "risk taking the bogus release")
     # Capped at o-c's 600.00: 600.01 does not fit (it would, had 5000.00 been released) ...
     await bus.send(ex.order("o-e", gross="600.01", debtor=debtor))
     assert (await decision(bus, "o-e")).decline_reason == "debtor_limit_exceeded"
@@ -94,6 +99,10 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     await bus.send(ex.order("o-f", gross="600.00", debtor=debtor))
     assert (await decision(bus, "o-f")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
+
+
+async def held_is(mongo: AsyncMongoClient[dict[str, Any]], risk: Worker, amount: str) -> bool:
+    return await exposure_of(mongo, risk, "c-1") == Decimal(amount)
 
 
 async def _until(check: Any, what: str, timeout: float = 30.0) -> None:

@@ -156,13 +156,23 @@ async def test_an_inbox_shorter_than_the_topic_retention_refuses_to_start(
     assert "clock.ticks: forever" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "fetch",
+    [
+        {},
+        # Fetches held 20 ms: both records arrive in the batch that is stuck, so the consumer's
+        # position is past both and the lag reads 0 while they wait.
+        {"fetch_min_bytes": 1_000_000, "fetch_max_wait_ms": 20},
+    ],
+    ids=["kafka-fetch-defaults", "fetch-held-20ms"],
+)
 async def test_a_worker_holding_lag_without_progress_fails_readiness(
-    bus: Bus, run_worker: Any
+    bus: Bus, run_worker: Any, fetch: dict[str, int]
 ) -> None:
     """A batch retried for ever (a conflict that never clears) holds its records: with
     Kafka and MongoDB both answering, readiness still fails once nothing was committed for
     stall_seconds, and worker_ready drops to 0."""
-    worker = await run_worker(build_toy, WorkerSettings, stall_seconds=2.0)
+    worker = await run_worker(build_toy, WorkerSettings, stall_seconds=2.0, **fetch)
     await bus.send(OrderCanceled(order_id="stuck", reason="conflict"))
     await bus.send(OrderCanceled(order_id="behind-it"))
     deadline = asyncio.get_running_loop().time() + 30

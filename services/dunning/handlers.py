@@ -33,9 +33,8 @@ from services.dunning.store import (
 )
 from shared import events as ev
 from shared import topics
-from shared.envelope import encode_wire
 from shared.money import cents, from_cents
-from shared.runtime.engine import Batch, Inbound, Outbound
+from shared.runtime.engine import Batch, Inbound
 from shared.runtime.logging import get_logger
 from shared.runtime.timers import Timers
 
@@ -382,21 +381,13 @@ class DunningService:
             data_json = _wire_hand_over(effect, currency)
             event_type, topic = ev.DunningHandedOver.EVENT_TYPE, topics.DUNNING_HANDED_OVER
             amount, on = effect.amount_due, effect.handed_over_on
-        batch.outputs.append(
-            Outbound(
-                topic=topic,
-                key=effect.order_id.encode(),
-                value=encode_wire(
-                    event_type=event_type,
-                    data_json=data_json,
-                    id=event_id,
-                    source="/dunning",
-                    time=item.now,
-                    subject=effect.order_id,
-                ),
-                event_type=event_type,
-                inbox_id=item.inbox_id,
-            )
+        batch.emit_wire(
+            item,
+            topic=topic,
+            event_type=event_type,
+            key=effect.order_id,
+            data_json=data_json,
+            event_id=event_id,
         )
         view.record_sent(
             {

@@ -30,9 +30,8 @@ from services.reconciliation.store import (
 )
 from shared import events as ev
 from shared import topics
-from shared.envelope import encode_wire
 from shared.money import cents, from_cents
-from shared.runtime.engine import Batch, Inbound, Outbound
+from shared.runtime.engine import Batch, Inbound
 from shared.runtime.timers import Timers
 
 # Kafka orders records within a partition, never across topics: apply what other events
@@ -155,10 +154,6 @@ class ReconciliationMetrics:
 # JSON): every value comes from the typed domain (cents converted by ``from_cents``), as in
 # shipping. tests/unit/test_reconciliation_wire.py holds the JSON equal to the models' own; the
 # integration tests read every output back through the contract's validation.
-def _data_json(data: ev.EventData) -> str:
-    return data.model_dump_json(by_alias=True)
-
-
 _js: Callable[[str], str] = json.encoder.encode_basestring
 
 
@@ -492,8 +487,7 @@ class ReconciliationService:
                 view.touch_transaction(
                     account.viban, effect.transaction_id, item.event.id, item.now
                 )
-                self._emit_json(
-                    batch,
+                batch.emit_wire(
                     item,
                     topic=ev.PaymentAllocated.TOPIC,
                     event_type=ev.PaymentAllocated.EVENT_TYPE,
@@ -503,8 +497,7 @@ class ReconciliationService:
                 )
                 self._count_allocated(batch, before.get(effect.transaction_id), effect)
             case domain.InvoiceSettled():
-                self._emit_json(
-                    batch,
+                batch.emit_wire(
                     item,
                     topic=ev.InvoiceSettled.TOPIC,
                     event_type=ev.InvoiceSettled.EVENT_TYPE,
@@ -520,7 +513,7 @@ class ReconciliationService:
                     amount=amount,
                     payout_iban=effect.payout_iban,
                 )
-                self._emit_as(batch, item, data, effect.event_id)
+                batch.emit(item, data, event_id=effect.event_id)
                 view.record_overpayment(
                     {
                         "_id": effect.event_id,
@@ -547,7 +540,7 @@ class ReconciliationService:
                     creditor_iban=effect.creditor_iban,
                     reason=effect.reason,
                 )
-                self._emit_as(batch, item, data, effect.event_id)
+                batch.emit(item, data, event_id=effect.event_id)
             case domain.MerchantDebitInstructed():
                 batch.emit(
                     item,
@@ -559,47 +552,6 @@ class ReconciliationService:
                         amount=from_cents(effect.amount),
                     ),
                 )
-
-    @classmethod
-    def _emit_as(cls, batch: Batch, cause: Inbound, data: ev.EventData, event_id: str) -> None:
-        """Queue ``data`` under the domain's derived id (not one derived from the cause)."""
-        cls._emit_json(
-            batch,
-            cause,
-            topic=data.TOPIC,
-            event_type=data.EVENT_TYPE,
-            key=data.key(),
-            data_json=_data_json(data),
-            event_id=event_id,
-        )
-
-    @staticmethod
-    def _emit_json(
-        batch: Batch,
-        cause: Inbound,
-        *,
-        topic: str,
-        event_type: str,
-        key: str,
-        data_json: str,
-        event_id: str,
-    ) -> None:
-        batch.outputs.append(
-            Outbound(
-                topic=topic,
-                key=key.encode(),
-                value=encode_wire(
-                    event_type=event_type,
-                    data_json=data_json,
-                    id=event_id,
-                    source="/reconciliation",
-                    time=cause.now,
-                    subject=key,
-                ),
-                event_type=event_type,
-                inbox_id=cause.inbox_id,
-            )
-        )
 
     def _reject(
         self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection

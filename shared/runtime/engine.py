@@ -164,23 +164,34 @@ class Batch:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     _emitted_per_cause: dict[str, int] = field(default_factory=dict)
 
-    def emit(self, cause: Inbound, data: EventData) -> str:
-        """Queue an output caused by ``cause``; returns its event id."""
+    def emit(self, cause: Inbound, data: EventData, *, event_id: str | None = None) -> str:
+        """Queue an output caused by ``cause``; returns its event id: ``event_id`` when the
+        domain derives one of its own (a notice per invoice and level, a statement per
+        restatement), else one derived from the cause and the output's position."""
         return self.emit_wire(
             cause,
             topic=data.TOPIC,
             event_type=data.EVENT_TYPE,
             key=data.key(),
             data_json=data.model_dump_json(by_alias=True),
+            event_id=event_id,
         )
 
     def emit_wire(
-        self, cause: Inbound, *, topic: str, event_type: str, key: str, data_json: str
+        self,
+        cause: Inbound,
+        *,
+        topic: str,
+        event_type: str,
+        key: str,
+        data_json: str,
+        event_id: str | None = None,
     ) -> str:
         """``emit`` for data already encoded as the contract's JSON (hot paths only)."""
-        n = self._emitted_per_cause.get(cause.event.id, 0)
-        self._emitted_per_cause[cause.event.id] = n + 1
-        event_id = output_event_id(self.service, cause.event.id, n)
+        if event_id is None:
+            n = self._emitted_per_cause.get(cause.event.id, 0)
+            self._emitted_per_cause[cause.event.id] = n + 1
+            event_id = output_event_id(self.service, cause.event.id, n)
         value = encode_wire(
             event_type=event_type,
             data_json=data_json,

@@ -40,11 +40,13 @@ class WorkerSettings(BaseSettings):
     # fetch.max.wait.ms as the bound). The consumer fetches a partition again only once its
     # buffered records are handed out: with Kafka's defaults (1 byte, 500 ms) the fetch made
     # while a batch is stored returns with the first record that arrives, and the records
-    # after it wait for a second batch cycle. 1_000_000 / 20 lowered p50 and p99 at 500
-    # inputs/s in an A/B (docs/benchmarks.md, 2026-12-02); Kafka's defaults stay until the
-    # whole suite has run on it enough times to trust the changed timing.
-    fetch_min_bytes: int = 1
-    fetch_max_wait_ms: int = 500
+    # after it wait for a second batch cycle. Held up to 20 ms, the fetch brings everything
+    # that arrived while the batch was stored (a batch at 500 inputs/s takes 10-20 ms), and
+    # a record arriving alone waits at most 20 ms more. Measured in docs/benchmarks.md
+    # (2026-12-02); Kafka's own defaults are ``<SERVICE>_FETCH_MIN_BYTES=1`` and
+    # ``<SERVICE>_FETCH_MAX_WAIT_MS=500``.
+    fetch_min_bytes: int = 1_000_000
+    fetch_max_wait_ms: int = 20
     # How long the inbox remembers a processed event id. Must cover the input topics'
     # retention (the worker refuses to start otherwise): a record replayed after its id was
     # forgotten would act again.

@@ -159,9 +159,10 @@ async def test_an_inbox_shorter_than_the_topic_retention_refuses_to_start(
 @pytest.mark.parametrize(
     "fetch",
     [
-        {},
-        # Fetches held 20 ms: both records arrive in the batch that is stuck, so the consumer's
-        # position is past both and the lag reads 0 while they wait.
+        # Kafka's defaults: a fetch returns with the first record, the second waits behind it.
+        {"fetch_min_bytes": 1, "fetch_max_wait_ms": 500},
+        # Fetches held 20 ms (the workers' default): both records arrive in the batch that is
+        # stuck, so the consumer's position is past both and the lag reads 0 while they wait.
         {"fetch_min_bytes": 1_000_000, "fetch_max_wait_ms": 20},
     ],
     ids=["kafka-fetch-defaults", "fetch-held-20ms"],

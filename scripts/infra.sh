@@ -185,8 +185,14 @@ EOF
       || { tail -n 20 "$ROOT/logs/kafka-format.out" >&2; die "kafka storage format failed"; }
   fi
   : >"$ROOT/logs/kafka.out"
-  nohup "$JAVA_HOME_DIR/bin/java" -Xmx1g -Xms1g \
-    -XX:+UseG1GC -Djava.awt.headless=true \
+  # The JVM options of Kafka's own launcher (bin/kafka-run-class.sh, which the apache/kafka
+  # image runs): without MaxGCPauseMillis=20, G1 aims at 200 ms and young collections
+  # stopped this broker for 40-50 ms (jstat), every consumer and producer with it.
+  # GC log as kafka-server-start.sh -loggc writes it.
+  nohup "$JAVA_HOME_DIR/bin/java" -Xmx1g -Xms1g -server \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    "-Xlog:gc*:file=$ROOT/logs/kafkaServer-gc.log:time,tags:filecount=10,filesize=100M" \
     -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$REPO/deploy/kafka/log4j2.properties" \
     kafka.Kafka "$ROOT/server.properties" >"$ROOT/logs/kafka.out" 2>&1 &
   echo $! >"$ROOT/kafka.pid"

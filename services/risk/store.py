@@ -219,9 +219,16 @@ class RiskView:
                 self.exposure_read[company_id] = found.get(company_id, -1)
                 self.exposure[company_id] = found.get(company_id, 0)
         if pairs:
-            query = {"$or": [{"merchant_id": m, "company_id": c} for m, c in sorted(pairs)]}
+            # Merchants x companies on the unique (merchant, company) index: point lookups
+            # without an $or of one clause per pair to plan; pairs not asked for are dropped.
+            query = {
+                "merchant_id": {"$in": sorted({m for m, _ in pairs})},
+                "company_id": {"$in": sorted({c for _, c in pairs})},
+            }
             async for doc in self.db["vibans"].find(query, session=self.session):
-                self.vibans[(doc["merchant_id"], doc["company_id"])] = doc["_id"]
+                pair = (doc["merchant_id"], doc["company_id"])
+                if pair in pairs:
+                    self.vibans[pair] = doc["_id"]
 
     # -- reading --------------------------------------------------------------------------
 

@@ -186,9 +186,9 @@ EOF
   fi
   : >"$ROOT/logs/kafka.out"
   # The JVM options of Kafka's own launcher (bin/kafka-run-class.sh, which the apache/kafka
-  # image runs): without MaxGCPauseMillis=20, G1 aims at 200 ms and young collections
-  # stopped this broker for 40-50 ms (jstat), every consumer and producer with it.
-  # GC log as kafka-server-start.sh -loggc writes it.
+  # image runs), so the broker pauses as a deployed one does: G1 aims at 20 ms, not 200.
+  # Its GC log (as kafka-server-start.sh -loggc writes it) shows the pauses: every consumer
+  # and producer waits through them (docs/benchmarks.md, 2026-12-02 morning).
   nohup "$JAVA_HOME_DIR/bin/java" -Xmx1g -Xms1g -server \
     -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \

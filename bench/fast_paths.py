@@ -111,6 +111,7 @@ def pairs() -> list[tuple[str, Callable[[], object], Callable[[], object]]]:
             overpayment=from_cents(0),
             unallocated=from_cents(0),
             currency="EUR",
+            restatement=statement.restatement,
         ).model_dump_json(by_alias=True)
 
     settlement = recon.InvoiceSettled(

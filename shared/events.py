@@ -471,6 +471,10 @@ class PaymentAllocated(EventData):
     overpayment: Money
     unallocated: Money
     currency: Currency = "EUR"
+    # The platform's addition: which statement of the transaction this is (0 the first).
+    # The highest is the transaction as it stands; after a worker crash an older statement
+    # can be published again after a newer one.
+    restatement: StrictInt = Field(default=0, ge=0)
 
 
 class InvoiceSettled(EventData):

@@ -186,6 +186,8 @@ def statement_json(s: domain.PaymentAllocated) -> str:
         + _money(s.unallocated)
         + ',"currency":'
         + _js(s.currency)
+        + ',"restatement":'
+        + str(s.restatement)
         + "}"
     )
 

@@ -231,6 +231,8 @@ async def test_credit_held_is_applied_to_a_later_invoice(
     found = await statements(bus, 3)
     assert split(found["early"][2])[-1] == ("INV-3", Decimal("15.00"), "held_credit")
     assert found["early"][2].unallocated == 0
+    # each statement names its place: a consumer keeps the highest
+    assert [s.restatement for s in found["early"]] == [0, 1, 2]
     assert await settled(bus, 2, settle=1.0) == {
         "INV-1": Decimal("60.00"),
         "INV-2": Decimal("25.00"),

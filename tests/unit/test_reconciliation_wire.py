@@ -37,6 +37,7 @@ def test_a_statement_is_the_models_json() -> None:
             overpayment=from_cents(100),
             unallocated=from_cents(57),
             currency=currency,
+            restatement=2,
         )
         assert statement_json(s) == model.model_dump_json(by_alias=True)
 

@@ -158,3 +158,19 @@ def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 
 def json_of(record: ConsumerRecord[bytes, bytes]) -> Any:
     return json.loads(record.value)
+
+
+async def until_risk_holds(
+    db: Any, company_id: str, cents: int, *, what: str, timeout: float = 30.0
+) -> None:
+    """Until risk's ``db`` counts ``cents`` of open exposure for ``company_id``. A release
+    (internal.exposure_released) and an order (orders.requested) are on different topics, and
+    Kafka orders neither against the other: seeing the release on the bus does not mean risk
+    has taken it, so a test waits for this before judging an order against the freed limit."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        doc = await db["exposure"].find_one({"_id": company_id})
+        if doc is not None and doc["exposure_cents"] == cents:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)

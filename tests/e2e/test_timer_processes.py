@@ -93,6 +93,14 @@ async def test_worker_killed_between_command_and_handling_acts_once_after_restar
     hanging = start_toy(fleet, TIMERTOY_HANG_ON_ACT="1")
     due = T0 + timedelta(hours=1)
     await bus.send(OrderCanceled(order_id="k-1", reason=due.isoformat()), time=T0)
+
+    async def scheduled() -> bool:
+        return await db["timers"].count_documents({}) > 0
+
+    # The tick is on another topic: sent at once, it can land in the same batch as the
+    # schedule, and the toy fires what is due before it schedules (due timers then wait for
+    # the next tick, which this test never sends).
+    await wait_for(scheduled, 30, "the timer to be scheduled")
     await bus.tick(due)
 
     async def about_to_act() -> bool:

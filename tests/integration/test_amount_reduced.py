@@ -29,7 +29,7 @@ from shared.events import (
 from shared.runtime.app import Worker
 from shared.runtime.metrics import WorkerMetrics
 from tests import examples as ex
-from tests.harness import T0, Bus, headers_of
+from tests.harness import T0, Bus, headers_of, until_risk_holds
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +70,7 @@ async def test_reduce_amount_frees_the_limit_once_and_bounds_captures(
     releases = await bus.events(topics.EXPOSURE_RELEASED, count=1)
     assert isinstance(releases[0].data, ExposureReleased)
     assert releases[0].data.amount == Decimal("500.00")
+    await until_risk_holds(risk.db, "c-1", 100_000, what="risk taking the reduction's release")
     await bus.send(ex.order("o-c", gross="1000.00"))  # 1000.00 + 1000.00 fits 2000.00
     assert (await decided(bus, "o-c")).state == "created"
 

@@ -22,8 +22,9 @@ from shared.events import (
     OrderDecided,
     OrderStateChanged,
 )
+from shared.runtime.app import Worker
 from tests import examples as ex
-from tests.harness import Bus
+from tests.harness import Bus, until_risk_holds
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +37,11 @@ def transitions(events: list[CloudEvent[EventData]]) -> list[tuple[str | None, s
     return [(e.data.from_, e.data.to) for e in events if isinstance(e.data, OrderStateChanged)]
 
 
-async def start_both(run_worker: Any) -> None:
-    await run_worker(build_risk, RiskSettings)
+async def start_both(run_worker: Any) -> Worker:
+    """Risk and shipping; returns risk."""
+    risk: Worker = await run_worker(build_risk, RiskSettings)
     await run_worker(build_shipping, ShippingSettings)
+    return risk
 
 
 async def test_cancel_while_waiting_then_review(
@@ -94,7 +97,7 @@ async def test_cancel_while_waiting_then_review(
 async def test_review_then_cancel_is_shippings_cancel(bus: Bus, run_worker: Any) -> None:
     """Approved first, canceled after: risk leaves the cancel to shipping, which cancels the
     created order (one created -> canceled) and gives the whole gross back to the limit."""
-    await start_both(run_worker)
+    risk = await start_both(run_worker)
     await bus.send(ex.merchant("m-1", manual_review=True))
     await bus.send(ex.company("c-mid", score=50, financing_limit=Decimal("2000.00")))
     debtor = ex.debtor_of(ex.company("c-mid"))
@@ -110,6 +113,7 @@ async def test_review_then_cancel_is_shippings_cancel(bus: Bus, run_worker: Any)
     releases = await bus.events(topics.EXPOSURE_RELEASED, count=1, where=about("w1"))
     assert isinstance(releases[0].data, ExposureReleased)
     assert releases[0].data.amount == Decimal("1500.00")
+    await until_risk_holds(risk.db, "c-mid", 0, what="risk taking the cancel's release")
     await bus.send(ex.order("w2", gross="2000.00", debtor=debtor))
     after = await bus.events(topics.ORDERS_DECIDED, count=1, where=about("w2"))
     assert isinstance(after[0].data, OrderDecided)

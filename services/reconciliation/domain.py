@@ -693,9 +693,12 @@ def receive_transfer(
     now: datetime,
     grace: timedelta = DEFAULT_GRACE,
     transaction_id_seen_on: str | None = None,
+    may_wait: bool = False,
 ) -> Result:
     """A credit transfer to this VIBAN (bank.transactions). ``transaction_id_seen_on`` is the
-    VIBAN a transaction with this id was already recorded on, if any."""
+    VIBAN a transaction with this id was already recorded on, if any. ``may_wait``: a VIBAN
+    no order was decided under may be one whose decision is still on its way (another topic,
+    read separately), so the transfer waits for it (parked) before it is unmatched."""
     fingerprint = transfer_fingerprint(
         creditor_iban=account.viban,
         amount=amount,
@@ -731,6 +734,8 @@ def receive_transfer(
         )
     if amount <= 0:
         return _refuse(account, "empty_transaction", "a transfer must bring more than 0")
+    if may_wait and _unmatched_reason(account, currency) == "unknown_viban":
+        return _park(account, "unknown_viban", "no order was decided under this VIBAN yet")
     change = _Change(account, now, grace)
     tx = Transaction(
         transaction_id=transaction_id,

@@ -343,6 +343,8 @@ class ReconciliationService:
                     now=now,
                     grace=self.grace,
                     transaction_id_seen_on=view.transaction_vibans.get(data.transaction_id),
+                    # Once the park has expired the VIBAN is unknown for good: unmatched.
+                    may_wait=not item.park_expired,
                 )
                 self._count_transaction(batch, account, result, data.transaction_id)
                 self._apply(view, batch, item, result, _order_of(account))

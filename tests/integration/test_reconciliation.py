@@ -326,13 +326,21 @@ async def test_what_was_paid_toward_a_canceled_invoice_becomes_credit(
 async def test_unknown_viban_and_wrong_currency_are_unmatched(
     bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
-    """A VIBAN no order was decided under, and a USD transfer naming an open invoice: both
-    unmatched with their reasons, wholly unallocated, kept in the unmatched list. (A declined
-    order carries no VIBAN in the contract, so its debtor's transfers arrive as unknown_viban.)"""
+    """A USD transfer naming an open invoice is unmatched at once. A VIBAN no order was
+    decided under waits (parked) for a decision that may be on its way, and is unmatched at
+    the first tick past the park's deadline. Both wholly unallocated, kept in the unmatched
+    list. (A declined order carries no VIBAN in the contract, so its debtor's transfers
+    arrive as unknown_viban.)"""
     _, db = await start(run_worker, mongo)
     await debtor_with(bus, db, V1, ("o-1", "INV-1", "100.00", D1))
     await bus.send(rx.transfer("nobody", "DE11RECON0000000000404", "50.00", "INV-1"))
     await bus.send(rx.transfer("dollars", V1, "100.00", "INV-1", currency="USD"))
+    first = await bus.events(topics.PAYMENTS_UNMATCHED, count=1, settle=1.0)
+    assert [e.data.transaction_id for e in first if isinstance(e.data, PaymentUnmatched)] == [
+        "dollars"
+    ]
+    await until(lambda: db["parked"].find_one({}), "the unknown VIBAN's transfer parked")
+    await bus.tick(datetime.now(UTC) + timedelta(days=1))  # past the park's deadline
     found = await bus.events(topics.PAYMENTS_UNMATCHED, count=2)
     reasons = {
         e.data.transaction_id: e.data.reason for e in found if isinstance(e.data, PaymentUnmatched)
@@ -344,6 +352,27 @@ async def test_unknown_viban_and_wrong_currency_are_unmatched(
     assert stated["dollars"][0].unallocated == Decimal("100.00")
     assert await settled(bus, 0, settle=1.0, timeout=3.0) == {}  # INV-1 was not paid in dollars
     assert await db["transactions"].count_documents({"unmatched_cents": {"$gt": 0}}) == 2
+
+
+async def test_a_transfer_read_before_its_vibans_decision_waits_for_it(
+    bus: Bus, run_worker: Any, mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """A transfer read before any order was decided under its VIBAN (the decision is on
+    another topic, read separately) is parked, not unmatched. Once the decision and the
+    invoice are in, the next tick before the park's deadline retries it, and it pays the
+    invoice it names: one statement, nothing unmatched, nothing left parked."""
+    _, db = await start(run_worker, mongo)
+    await bus.send(ex.merchant("m-1"))
+    await bus.send(rx.transfer("early", V1, "100.00", "Rechnung INV-1"))
+    await until(lambda: db["parked"].find_one({}), "the transfer parked")
+    assert await bus.events(topics.PAYMENTS_ALLOCATED, count=0, settle=1.0) == []
+    await debtor_with(bus, db, V1, ("o-1", "INV-1", "100.00", D1))
+    await bus.tick(datetime.now(UTC))
+    found = await statements(bus, 1)
+    assert split(found["early"][0]) == [("INV-1", Decimal("100.00"), "invoice_number")]
+    assert await settled(bus, 1) == {"INV-1": Decimal("100.00")}
+    assert await bus.events(topics.PAYMENTS_UNMATCHED, count=0, settle=1.0) == []
+    assert await db["parked"].count_documents({}) == 0
 
 
 async def test_merchant_reported_payment_is_debited_then_allocated_and_bad_reports_refused(
@@ -462,6 +491,8 @@ async def test_ops_allocates_an_unmatched_payment_through_a_command_event(
     await debtor_with(bus, db, V1, ("o-1", "INV-1", "100.00", D1))
     typo = "DE11RECON0000000000777"
     await bus.send(rx.transfer("lost", typo, "120.00", "Rechnung 1"))
+    await until(lambda: db["parked"].find_one({}), "the unknown VIBAN's transfer parked")
+    await bus.tick(datetime.now(UTC) + timedelta(days=1))  # past the park's deadline
     await bus.events(topics.PAYMENTS_UNMATCHED, count=1)
     await until(lambda: db["transactions"].find_one({"_id": "lost"}), "the ledger entry")
     listed = [

@@ -61,6 +61,7 @@ def pay(
     now: datetime = NOW,
     currency: str = "EUR",
     grace: timedelta = d.DEFAULT_GRACE,
+    may_wait: bool = False,
 ) -> d.Result:
     return d.receive_transfer(
         acc,
@@ -73,6 +74,7 @@ def pay(
         remittance_information=text,
         now=now,
         grace=grace,
+        may_wait=may_wait,
     )
 
 
@@ -423,6 +425,24 @@ def test_a_transfer_to_an_unknown_viban_is_unmatched_and_stated_as_unallocated()
     s = statement(result, "tx-1")
     assert (s.allocations, s.unmatched, s.unallocated, s.held) == ((), 12_345, 12_345, 0)
     assert d.next_action_at(result.account) is None
+
+
+def test_a_transfer_to_an_unknown_viban_waits_while_it_may_and_nothing_else_does() -> None:
+    # Unknown VIBAN, may wait: parked, the account untouched, nothing emitted.
+    unknown = d.Account("DE00999999999999999999")
+    waiting = pay(unknown, "tx-1", 12_345, may_wait=True)
+    assert waiting.park is not None and waiting.park.code == "unknown_viban"
+    assert (waiting.account, waiting.effects) == (unknown, ())
+    # A known VIBAN, or another currency on it, never waits.
+    known = with_invoices(("INV-1", 12_345))
+    paid = pay(known, "tx-1", 12_345, "INV-1", may_wait=True)
+    assert paid.park is None
+    assert split(statement(paid, "tx-1")) == [("INV-1", 12_345, "invoice_number")]
+    dollars = pay(known, "tx-2", 12_345, "INV-1", currency="USD", may_wait=True)
+    assert dollars.park is None
+    assert [e.reason for e in dollars.effects if isinstance(e, d.PaymentUnmatched)] == [
+        "unsupported_currency"
+    ]
 
 
 def test_a_transfer_in_another_currency_is_unmatched() -> None:

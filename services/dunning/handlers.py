@@ -324,16 +324,9 @@ class DunningService:
     def _store(
         self, view: DunningView, batch: Batch, item: Inbound, order_id: str, result: domain.Result
     ) -> None:
-        if result.park is not None:
-            if item.park_expired:
-                self._reject(
-                    batch, item, order_id, domain.Rejection(result.park.code, result.park.detail)
-                )
-            else:
-                batch.park(item, result.park.code)
-            return
-        if result.rejection is not None:
-            self._reject(batch, item, order_id, result.rejection)
+        if batch.park_or_refuse(
+            item, order_id, result.park, result.rejection, self.metrics.rejections
+        ):
             return
         state = result.state
         if state is None:
@@ -341,13 +334,6 @@ class DunningService:
         iid = invoice_id(state.order_id, state.invoice_number)
         if view.get(iid) is not state:
             view.put(state)
-
-    def _reject(
-        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
-    ) -> None:
-        batch.reject(item, order_id, rejection.reason)
-        code = rejection.code
-        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())
 
     # -- the step timer -------------------------------------------------------------------
 

@@ -393,7 +393,7 @@ class ReconciliationService:
         target_viban = view.viban_of_order(data.order_id)
         if target_viban is None:
             rejection = domain.Rejection("unknown_invoice", f"no order {data.order_id} known")
-            self._reject(batch, item, data.order_id, rejection)
+            batch.refuse(item, data.order_id, rejection, self.metrics.rejections)
             return
         target = view.account(target_viban)
         if (data.invoice_number, data.order_id) not in {
@@ -402,7 +402,7 @@ class ReconciliationService:
             rejection = domain.Rejection(
                 "unknown_invoice", f"no invoice {data.invoice_number} on order {data.order_id}"
             )
-            self._reject(batch, item, data.order_id, rejection)
+            batch.refuse(item, data.order_id, rejection, self.metrics.rejections)
             return
         manual = domain.allocate_unmatched(
             source,
@@ -414,7 +414,7 @@ class ReconciliationService:
             grace=self.grace,
         )
         if manual.rejection is not None:
-            self._reject(batch, item, data.order_id, manual.rejection)
+            batch.refuse(item, data.order_id, manual.rejection, self.metrics.rejections)
             return
         if not manual.effects:
             return
@@ -451,16 +451,9 @@ class ReconciliationService:
         result: domain.Result,
         order_id: str,
     ) -> None:
-        if result.park is not None:
-            if item.park_expired:
-                self._reject(
-                    batch, item, order_id, domain.Rejection(result.park.code, result.park.detail)
-                )
-            else:
-                batch.park(item, result.park.code)
-            return
-        if result.rejection is not None:
-            self._reject(batch, item, order_id, result.rejection)
+        if batch.park_or_refuse(
+            item, order_id, result.park, result.rejection, self.metrics.rejections
+        ):
             return
         account = result.account
         if account is view.accounts.get(account.viban) and not result.effects:
@@ -556,13 +549,6 @@ class ReconciliationService:
                         amount=from_cents(effect.amount),
                     ),
                 )
-
-    def _reject(
-        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
-    ) -> None:
-        batch.reject(item, order_id, rejection.reason)
-        code = rejection.code
-        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())
 
     # -- metrics --------------------------------------------------------------------------
 

@@ -362,7 +362,7 @@ class RiskService:
     def _emit(self, view: RiskView, batch: Batch, out: _Outputs) -> None:
         item, result = out.item, out.result
         if result.rejection is not None:
-            self._reject(batch, item, out.order_id, result.rejection)
+            batch.refuse(item, out.order_id, result.rejection, self.metrics.rejections)
             return
         for effect in result.effects:
             match effect:
@@ -425,10 +425,3 @@ class RiskService:
         )
         state, reason = decided.state, decided.decline_reason or "none"
         batch.after_commit.append(lambda: self.metrics.decisions.labels(state, reason).inc())
-
-    def _reject(
-        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
-    ) -> None:
-        batch.reject(item, order_id, rejection.reason)
-        code = rejection.code
-        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())

@@ -320,19 +320,9 @@ class ShippingService:
         self, view: ShippingView, batch: Batch, item: Inbound, result: domain.Result
     ) -> None:
         order = result.order
-        if result.park is not None:
-            if item.park_expired:
-                self._reject(
-                    batch,
-                    item,
-                    order.order_id,
-                    domain.Rejection(result.park.code, result.park.detail),
-                )
-            else:
-                batch.park(item, result.park.code)
-            return
-        if result.rejection is not None:
-            self._reject(batch, item, order.order_id, result.rejection)
+        if batch.park_or_refuse(
+            item, order.order_id, result.park, result.rejection, self.metrics.rejections
+        ):
             return
         if order is view.orders.get(order.order_id) and not result.effects:
             return  # nothing changed
@@ -516,10 +506,3 @@ class ShippingService:
                 self.metrics.reduction_released_amount.labels(currency).inc(float(amount))
 
         batch.after_commit.append(count)
-
-    def _reject(
-        self, batch: Batch, item: Inbound, order_id: str, rejection: domain.Rejection
-    ) -> None:
-        batch.reject(item, order_id, rejection.reason)
-        code = rejection.code
-        batch.after_commit.append(lambda: self.metrics.rejections.labels(code).inc())

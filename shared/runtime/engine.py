@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from prometheus_client import Counter
 from pymongo import ASCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -49,6 +50,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.envelope import CloudEvent, ContractError, encode_wire, parse_event
 from shared.events import ClockTick, CommandRejected, EventData
 from shared.ids import uuid5_str
+from shared.outcomes import Park, Rejection
 from shared.runtime.dead_letters import DeadLetterStore, NewDeadLetter
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WorkerMetrics
@@ -222,6 +224,37 @@ class Batch:
                 reason=reason,
             ),
         )
+
+    def refuse(
+        self, cause: Inbound, order_id: str, rejection: Rejection, counted_by: Counter
+    ) -> str:
+        """``reject`` with the domain's refusal, counted by its code in ``counted_by`` (the
+        service's rejections counter) once the batch commits."""
+        event_id = self.reject(cause, order_id, rejection.reason)
+        code = rejection.code
+        self.after_commit.append(lambda: counted_by.labels(code).inc())
+        return event_id
+
+    def park_or_refuse(
+        self,
+        cause: Inbound,
+        order_id: str,
+        park: Park | None,
+        rejection: Rejection | None,
+        counted_by: Counter,
+    ) -> bool:
+        """The domain's "not yet" or "no" for ``cause``: park it (once its wait is over, refuse
+        it with the park's code and detail), or refuse it. False when it said neither."""
+        if park is not None:
+            if cause.park_expired:
+                self.refuse(cause, order_id, Rejection(park.code, park.detail), counted_by)
+            else:
+                self.park(cause, park.code)
+            return True
+        if rejection is not None:
+            self.refuse(cause, order_id, rejection, counted_by)
+            return True
+        return False
 
     def park(self, item: Inbound, reason: str, *, wait: timedelta | None = None) -> None:
         """Retry ``item`` on later ticks until ``wait`` (default: the worker's park TTL) has

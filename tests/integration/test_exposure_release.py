@@ -18,7 +18,7 @@ from shared import topics
 from shared.events import ExposureReleased, OrderDecided
 from shared.runtime.app import Worker
 from tests import examples as ex
-from tests.harness import Bus
+from tests.harness import Bus, until_risk_holds
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
 
     # The release is on another topic than the orders: Kafka orders neither against the
     # other, so wait until risk has taken it before the next order is judged against it.
-    await _until(lambda: held_is(mongo, risk, "1400.00"), "risk taking the credit-note release")
+    await until_risk_holds(risk.db, "c-1", 140_000, what="risk taking the credit-note release")
     await bus.send(ex.order("o-c", gross="600.00", debtor=debtor))  # 1400 + 600 fits again
     assert (await decision(bus, "o-c")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
@@ -74,7 +74,7 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     cancel = releases[-1].data
     assert isinstance(cancel, ExposureReleased)
     assert (cancel.amount, cancel.reason) == (Decimal("1400.00"), "canceled")
-    await _until(lambda: held_is(mongo, risk, "600.00"), "risk taking the cancel's release")
+    await until_risk_holds(risk.db, "c-1", 60_000, what="risk taking the cancel's release")
     await bus.send(ex.order("o-d", gross="1400.00", debtor=debtor))
     assert (await decision(bus, "o-d")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
@@ -91,7 +91,7 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
         ),
         source="/shipping",
     )
-    await _until(lambda: held_is(mongo, risk, "1400.00"), "risk taking the bogus release")
+    await until_risk_holds(risk.db, "c-1", 140_000, what="risk taking the bogus release")
     # Capped at o-c's 600.00: 600.01 does not fit (it would, had 5000.00 been released) ...
     await bus.send(ex.order("o-e", gross="600.01", debtor=debtor))
     assert (await decision(bus, "o-e")).decline_reason == "debtor_limit_exceeded"
@@ -99,10 +99,6 @@ async def test_cancel_and_credit_notes_give_the_limit_back(
     await bus.send(ex.order("o-f", gross="600.00", debtor=debtor))
     assert (await decision(bus, "o-f")).state == "created"
     assert await exposure_of(mongo, risk, "c-1") == Decimal("2000.00")
-
-
-async def held_is(mongo: AsyncMongoClient[dict[str, Any]], risk: Worker, amount: str) -> bool:
-    return await exposure_of(mongo, risk, "c-1") == Decimal(amount)
 
 
 async def _until(check: Any, what: str, timeout: float = 30.0) -> None:

@@ -409,10 +409,8 @@ class RiskService:
                 rule_hits=hits,
             ),
         )
-        view.audit.append(
+        view.audit.setdefault(order_id, []).append(
             {
-                "_id": f"{order_id}/{item.event.id}",
-                "order_id": order_id,
                 "event_id": item.event.id,
                 "event_type": item.event.type,
                 "state": decided.state,

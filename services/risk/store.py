@@ -10,7 +10,10 @@ on the write conflict (or the guard) and the batch is decided again on fresh sta
 Amounts are integer cents in fields named ``*_cents``. Each order document is the ledger of
 its own reservation (the order id is its ``_id``) and lists the release ids already given
 back (``release_ids``); every release is also one document in ``releases`` under its id,
-naming the event that caused it.
+naming the event that caused it. Each decision risk published on an order (the rules that
+fired, the ruleset version, the event it answered) is kept on the order itself, in
+``decisions``, written with the order's own change: one write per batch fewer than a
+collection of its own, and an order is read with its audit trail.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     await db["vibans"].create_index(
         [("merchant_id", ASCENDING), ("company_id", ASCENDING)], unique=True
     )
-    await db["decisions"].create_index([("order_id", ASCENDING)])
     await db["releases"].create_index([("order_id", ASCENDING)])
 
 
@@ -164,7 +166,8 @@ class RiskView:
     dirty_orders: set[str] = field(default_factory=set)
     new_orders: set[str] = field(default_factory=set)
     dirty_companies: set[str] = field(default_factory=set)
-    audit: list[Doc] = field(default_factory=list)
+    # Order id -> decisions published on it in this batch, appended to its ``decisions``.
+    audit: dict[str, list[Doc]] = field(default_factory=dict)
     releases: list[Doc] = field(default_factory=list)
     # Order id -> who the debtor was found to be while preloading.
     identified: dict[str, Identification] = field(default_factory=dict)
@@ -184,7 +187,10 @@ class RiskView:
     async def load_orders(self, order_ids: Iterable[str]) -> None:
         ids = list(set(order_ids) - self.orders.keys())
         if ids:
-            async for doc in self.db["orders"].find({"_id": {"$in": ids}}, session=self.session):
+            found = self.db["orders"].find(
+                {"_id": {"$in": ids}}, {"decisions": 0}, session=self.session
+            )
+            async for doc in found:
                 self.orders[doc["_id"]] = order_from_doc(doc)
 
     async def load_candidates(
@@ -338,16 +344,19 @@ class RiskView:
         order_ops: list[Any] = []
         for order_id in sorted(self.dirty_orders):
             doc = order_to_doc(self.orders[order_id]) | self.order_notes.get(order_id, {})
+            decided = self.audit.get(order_id, [])
             if order_id in self.new_orders:
-                order_ops.append(InsertOne(doc))
+                order_ops.append(InsertOne(doc | {"decisions": decided}))
             else:
                 # $set, not a replacement: the readable fields written at decision time stay.
                 del doc["_id"]
-                order_ops.append(UpdateOne({"_id": order_id}, {"$set": doc}))
+                update: Doc = {"$set": doc}
+                if decided:
+                    update["$push"] = {"decisions": {"$each": decided}}
+                order_ops.append(UpdateOne({"_id": order_id}, update))
+        assert self.audit.keys() <= self.dirty_orders, "a decision is stored with its order"
         if order_ops:
             await self.db["orders"].bulk_write(order_ops, ordered=False, session=s)
-        if self.audit:
-            await self.db["decisions"].insert_many(self.audit, ordered=False, session=s)
         if self.new_vibans:
             await self.db["vibans"].insert_many(
                 [

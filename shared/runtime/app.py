@@ -456,7 +456,12 @@ class Worker:
         self._lag_task = asyncio.create_task(self._export_lag())
         self._ready_task = asyncio.create_task(self._export_ready())
         self._dead_letter_task = asyncio.create_task(self._export_dead_letters())
-        log.info("worker_ready", service=self.service.name, topics=self.service.input_topics)
+        log.info(
+            "worker_ready",
+            service=self.service.name,
+            topics=self.service.input_topics,
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
 
     async def close_resources(self) -> None:
         self.engine.request_stop()

@@ -61,5 +61,6 @@ def run_worker(worker: Worker) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        loop=worker.settings.event_loop,
     )
     _BoundedShutdownServer(config, worker).run()

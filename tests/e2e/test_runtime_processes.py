@@ -39,6 +39,22 @@ def fleet(infra: Infra, namespace: str, tmp_path: Path) -> Iterator[Fleet]:
     fleet.stop_all()
 
 
+def test_a_worker_runs_on_uvloop_unless_told_otherwise(fleet: Fleet) -> None:
+    """Two risk worker processes: one with the default settings, one with
+    RISK_EVENT_LOOP=asyncio, both logging at INFO. Each says in its worker_ready line which
+    event loop it runs on."""
+    default = fleet.start_worker("risk", LOG_LEVEL="INFO")
+    default.wait_ready()
+    plain = fleet.start_worker("risk", RISK_EVENT_LOOP="asyncio", LOG_LEVEL="INFO")
+    plain.wait_ready()
+    ready_lines = {
+        name: [line for line in p.log_path.read_text().splitlines() if "worker_ready" in line]
+        for name, p in (("default", default), ("plain", plain))
+    }
+    assert len(ready_lines["default"]) == 1 and "uvloop" in ready_lines["default"][0]
+    assert len(ready_lines["plain"]) == 1 and "asyncio" in ready_lines["plain"][0]
+
+
 async def test_a_permanent_publish_error_fails_both_probes(
     bus: Bus, fleet: Fleet, namespace: str
 ) -> None:

@@ -185,13 +185,17 @@ EOF
       || { tail -n 20 "$ROOT/logs/kafka-format.out" >&2; die "kafka storage format failed"; }
   fi
   : >"$ROOT/logs/kafka.out"
-  # The JVM options of Kafka's own launcher (bin/kafka-run-class.sh, which the apache/kafka
-  # image runs), so the broker pauses as a deployed one does: G1 aims at 20 ms, not 200.
-  # Its GC log (as kafka-server-start.sh -loggc writes it) shows the pauses: every consumer
-  # and producer waits through them (docs/benchmarks.md, 2026-12-02 morning).
+  # The broker's collector is ZGC, as in docker-compose.yml and the testcontainers path:
+  # every consumer and producer waits through a broker pause, and G1's young collections
+  # (Kafka's launcher default, 20 ms goal) paused this broker 15-30 ms every few seconds,
+  # which set risk's p99 at 500 orders/s. ZGC's pauses are under a millisecond
+  # (docs/benchmarks.md, 2026-12-02 afternoon). KAFKA_GC_OPTS replaces the option, e.g.
+  # "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent" for the
+  # launcher's. The GC log (as kafka-server-start.sh -loggc writes it) shows the pauses.
+  # shellcheck disable=SC2086
   nohup "$JAVA_HOME_DIR/bin/java" -Xmx1g -Xms1g -server \
-    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    ${KAFKA_GC_OPTS:--XX:+UseZGC} \
+    -Djava.awt.headless=true \
     "-Xlog:gc*:file=$ROOT/logs/kafkaServer-gc.log:time,tags:filecount=10,filesize=100M" \
     -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$REPO/deploy/kafka/log4j2.properties" \
     kafka.Kafka "$ROOT/server.properties" >"$ROOT/logs/kafka.out" 2>&1 &

@@ -24,6 +24,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_IMAGE = "apache/kafka:4.4.0"
 MONGO_IMAGE = "mongo:6.0.5"
+# The broker's JVM options: ZGC instead of the launcher's G1, whose young collections paused a
+# broker on a loaded machine 15-30 ms every few seconds (scripts/infra.sh; docs/benchmarks.md).
+KAFKA_JVM_PERFORMANCE_OPTS = "-server -XX:+UseZGC -Djava.awt.headless=true"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def _start_containers() -> Infra:
         .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
         .with_env("KAFKA_NUM_PARTITIONS", "4")
         .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "true")
+        .with_env("KAFKA_JVM_PERFORMANCE_OPTS", KAFKA_JVM_PERFORMANCE_OPTS)
     )
     kafka.start()
     atexit.register(kafka.stop)

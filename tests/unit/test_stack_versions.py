@@ -53,6 +53,19 @@ def test_mongodb_is_one_version_in_scripts_testcontainers_and_compose() -> None:
     assert _compose_image("mongo") == f"mongo:{version}"
 
 
+def test_the_broker_runs_one_collector_in_scripts_testcontainers_and_compose() -> None:
+    """ZGC everywhere: the script's default collector option, the JVM options the
+    testcontainers path and compose hand the apache/kafka image (its launcher reads
+    KAFKA_JVM_PERFORMANCE_OPTS in place of its own G1 settings)."""
+    script = (ROOT / "scripts" / "infra.sh").read_text()
+    assert "${KAFKA_GC_OPTS:--XX:+UseZGC}" in script
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose_opts = compose["services"]["kafka"]["environment"]["KAFKA_JVM_PERFORMANCE_OPTS"]
+    assert compose_opts == infra.KAFKA_JVM_PERFORMANCE_OPTS
+    assert "-XX:+UseZGC" in infra.KAFKA_JVM_PERFORMANCE_OPTS.split()
+    assert "-XX:+UseG1GC" not in infra.KAFKA_JVM_PERFORMANCE_OPTS.split()
+
+
 def test_the_local_stack_has_no_zookeeper_and_no_old_kafka() -> None:
     """Kafka 4 removed ZooKeeper; nothing of the 2.3.0 set-up may linger in the scripts."""
     script = (ROOT / "scripts" / "infra.sh").read_text().lower()

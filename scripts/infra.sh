@@ -189,7 +189,7 @@ EOF
   # every consumer and producer waits through a broker pause, and G1's young collections
   # (Kafka's launcher default, 20 ms goal) paused this broker 15-30 ms every few seconds,
   # which set risk's p99 at 500 orders/s. ZGC's pauses are under a millisecond
-  # (docs/benchmarks.md, 2026-12-02 afternoon). KAFKA_GC_OPTS replaces the option, e.g.
+  # (docs/benchmarks.md, 2026-12-02 later). KAFKA_GC_OPTS replaces the option, e.g.
   # "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExplicitGCInvokesConcurrent" for the
   # launcher's. The GC log (as kafka-server-start.sh -loggc writes it) shows the pauses.
   # shellcheck disable=SC2086

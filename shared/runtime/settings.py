@@ -34,7 +34,7 @@ class WorkerSettings(BaseSettings):
     mongodb_database: str = "paylater"
     # The worker's event loop. uvloop runs PyMongo's and aiokafka's per-request tasks and
     # socket calls for less CPU than asyncio's own loop (docs/benchmarks.md, 2026-12-02
-    # afternoon); "asyncio" is there to rule it out when chasing a problem.
+    # later); "asyncio" is there to rule it out when chasing a problem.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     http_host: str = "127.0.0.1"
     http_port: int = 8000

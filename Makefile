@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup services-up services-down services-status demo test test-unit test-integration \
+.PHONY: setup services-up services-down services-status services-reset demo test test-unit test-integration \
         lint typecheck check check-prometheus test-alerts asyncapi contract-doc lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -27,6 +27,10 @@ services-down:
 
 services-status:
 	@bash scripts/infra.sh status
+
+# Stop Kafka and MongoDB, delete every topic and database, start them empty.
+services-reset:
+	@bash scripts/infra.sh reset
 
 # The main job: real Kafka and MongoDB, the workers as processes, a scenario through them.
 demo: services-up

@@ -4,6 +4,7 @@
 #
 #   scripts/infra.sh up          install if missing, start if not running (idempotent)
 #   scripts/infra.sh down        stop the broker, then mongod
+#   scripts/infra.sh reset       stop both, delete their data (every topic, every database), up
 #   scripts/infra.sh status      what runs
 #   scripts/infra.sh env         export lines for KAFKA_BOOTSTRAP_SERVERS, MONGODB_URI and the
 #                                broker's jars and Java (tests that start a private broker)
@@ -267,6 +268,14 @@ stop_pid() {  # pidfile name seconds
   say "$2: stopped"
 }
 
+stop_services() {
+  stop_pid "$ROOT/kafka.pid" kafka 60
+  if pid_alive "$ROOT/mongod.pid"; then
+    "$MONGOD" --shutdown --dbpath "$ROOT/data/mongo" >/dev/null 2>&1 || true
+    stop_pid "$ROOT/mongod.pid" mongodb 30
+  fi
+}
+
 case "${1:-}" in
   up)
     mkdir -p "$ROOT"
@@ -279,11 +288,15 @@ case "${1:-}" in
     start_kafka
     ;;
   down)
-    stop_pid "$ROOT/kafka.pid" kafka 60
-    if pid_alive "$ROOT/mongod.pid"; then
-      "$MONGOD" --shutdown --dbpath "$ROOT/data/mongo" >/dev/null 2>&1 || true
-      stop_pid "$ROOT/mongod.pid" mongodb 30
-    fi
+    stop_services
+    ;;
+  reset)
+    # Test and demo runs leave their topics and databases behind; a broker or mongod holding
+    # thousands of them spends longer in every checkpoint and collection (docs/benchmarks.md).
+    stop_services
+    rm -rf "$ROOT/data/kafka-kraft" "$ROOT/data/mongo"
+    say "infra: data deleted"
+    "$0" up
     ;;
   status)
     for name in kafka mongod; do
@@ -306,7 +319,7 @@ case "${1:-}" in
     pin_kafka
     ;;
   *)
-    sed -n '2,12p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac

@@ -734,7 +734,8 @@ def receive_transfer(
         )
     if amount <= 0:
         return _refuse(account, "empty_transaction", "a transfer must bring more than 0")
-    if may_wait and _unmatched_reason(account, currency) == "unknown_viban":
+    reason = _unmatched_reason(account, currency)
+    if may_wait and reason == "unknown_viban":
         return _park(account, "unknown_viban", "no order was decided under this VIBAN yet")
     change = _Change(account, now, grace)
     tx = Transaction(
@@ -748,7 +749,6 @@ def receive_transfer(
         remittance=remittance_information,
     )
     change.account.transactions[transaction_id] = tx
-    reason = _unmatched_reason(account, currency)
     if reason is not None:
         tx.unmatched, tx.unmatched_reason = amount, reason
         change.touched[transaction_id] = None

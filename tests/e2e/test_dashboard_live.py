@@ -46,6 +46,9 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 # Every panel query must return data after the scenario (an empty one means a renamed metric).
 MAY_BE_EMPTY: frozenset[str] = frozenset()
 SCRAPE_INTERVAL = "1s"
+# How long the workers park an event that waits for something (here: the unknown VIBAN's
+# transfer waits for a decision before it is unmatched).
+PARK_TTL_SECONDS = 30
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -106,7 +109,7 @@ async def live(
     knobs = {
         "BATCH_TIMEOUT_MS": "5",
         "LAG_REFRESH_SECONDS": "0.5",
-        "PARK_TTL_SECONDS": "30",
+        "PARK_TTL_SECONDS": str(PARK_TTL_SECONDS),
         "DEAD_LETTER_REFRESH_SECONDS": "1",
     }
     fleet = Fleet(
@@ -177,7 +180,8 @@ async def live(
         await bus.send(OrderAmountReduced(order_id="o-4", amount=ex.amount("1000.00")))
         await bus.send(ex.order("o-2", currency="USD"))  # risk decides EUR orders only
         await bus.send_raw(topics.ORDERS_SHIPPED, b"this is not json", key=b"o-3")
-        # A transfer to a VIBAN no order has: unmatched, waiting for manual allocation.
+        # A transfer to a VIBAN no order has: parked for the park TTL, then unmatched, waiting
+        # for manual allocation.
         await bus.send(rx.transfer("tx-live", "DE11LIVE00000000000404", "25.00", "INV-1"))
         yield Live(api, bus, started_at)
     finally:
@@ -266,11 +270,17 @@ async def test_a_reduction_shows_on_its_panels(live: Live) -> None:
 
 
 async def test_an_unmatched_payment_shows_on_the_reconciliation_panels(live: Live) -> None:
-    """One transfer to an unknown VIBAN: the transactions panel shows outcome unmatched and
-    the unmatched-payments panel one payment waiting (the gauge refreshes on ticks)."""
+    """One transfer to an unknown VIBAN: it is parked for the park TTL (its VIBAN's decision
+    may be on its way), then unmatched at the next tick. The transactions panel shows outcome
+    unmatched and the unmatched-payments panel one payment waiting (the gauge refreshes on
+    ticks)."""
     outcomes = panel_query("Reconciliation: transactions", "reconciliation_transactions_total")
     waiting = panel_query("Reconciliation: unmatched", "reconciliation_unmatched_payments")
-    await poll("the unmatched outcome", lambda: positive(live.api, outcomes, outcome="unmatched"))
+    await poll(
+        "the unmatched outcome",
+        lambda: positive(live.api, outcomes, outcome="unmatched"),
+        timeout=PARK_TTL_SECONDS + 30.0,
+    )
     await poll("one payment waiting", lambda: live.api.value(waiting) == 1, timeout=60)
 
 

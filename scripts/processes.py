@@ -84,6 +84,9 @@ class Fleet:
     env: Mapping[str, str]
     log_dir: Path
     processes: list[Process] = field(default_factory=list)
+    # Whose code the processes run: another checkout (an older commit) for a before/after
+    # benchmark under the same harness; this interpreter and its packages either way.
+    code_dir: Path = REPO
 
     def start_worker(self, service: str, **extra_env: str) -> Process:
         port = free_port()
@@ -108,7 +111,7 @@ class Fleet:
         log_file = log_path.open("wb")
         popen = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             command,
-            cwd=REPO,
+            cwd=self.code_dir,
             env={**os.environ, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -337,7 +337,7 @@ async def measure_worker(
             "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         },
         log_dir=Path(REPO, ".local", "bench", run_id),
-        code_dir=args.worker_checkout or REPO,
+        code_dir=args.worker_checkout,
     )
     try:
         for data in scenario.reference(n, m):
@@ -437,12 +437,12 @@ async def measure(scenario: Scenario, args: argparse.Namespace) -> Report:
         latency_p99_ms_pooled=percentile(pooled, 0.99),
         batch_max_records=args.batch,
         machine=f"{os.cpu_count()} cores, python {sys.version.split()[0]}",
-        worker_commit=commit_of(args.worker_checkout or REPO),
+        worker_commit=commit_of(args.worker_checkout),
     )
 
 
 def percentile(ordered: list[int], q: float) -> float:
-    """The value below which a fraction ``q`` of ``ordered`` (sorted ascending) lies: the
+    """The value at or below which a fraction ``q`` of ``ordered`` (sorted ascending) lies: the
     nearest-rank percentile, an observed latency rather than an interpolated one."""
     if not ordered:
         raise ValueError("no latencies to take a percentile of")
@@ -477,6 +477,7 @@ def main() -> None:
     parser.add_argument(
         "--worker-checkout",
         type=Path,
+        default=REPO,
         help="run the worker from this checkout (e.g. a worktree of an older commit) under "
         "this harness, for a before/after comparison",
     )
